@@ -1,0 +1,200 @@
+"""Study configuration: one YAML file per study, validated on load.
+
+`load_config(path)` returns a `StudyConfig`; a wrong key or value raises `ConfigError` with
+the file and the key path, so a person can fix it without reading a traceback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+OUTCOMES: tuple[str, ...] = ("sexual_reoffence", "any_reoffence", "breach", "any_adverse")
+
+# Covariates the cohort builder knows how to derive (see evaluation.cohort).
+KNOWN_COVARIATES: tuple[str, ...] = (
+    "age",
+    "male",
+    "prior_convictions",
+    "prior_sexual_convictions",
+    "risk_level_score",
+    "risk_factors",
+    "protective_factors",
+    "contact_offence",
+    "on_licence",
+    "mappa_level",
+)
+
+
+class ConfigError(ValueError):
+    """A study configuration that cannot be used; the message names file and key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Study(_Strict):
+    name: str
+    period_start: dt.date
+    data_cutoff: dt.date
+    extract_date: dt.date
+
+    @model_validator(mode="after")
+    def _dates_in_order(self) -> Study:
+        if not self.period_start < self.data_cutoff <= self.extract_date:
+            raise ValueError("need period_start < data_cutoff <= extract_date")
+        return self
+
+
+class Analysis(_Strict):
+    primary_outcome: Literal["sexual_reoffence", "any_reoffence", "breach", "any_adverse"] = (
+        "any_reoffence"
+    )
+    entry_window_days: int = Field(365, ge=0)
+    follow_up_days: int = Field(730, gt=0)
+    waiting_period_days: int = Field(180, ge=0)
+    horizon_days: int = Field(730, gt=0)
+    covariates: tuple[str, ...] = KNOWN_COVARIATES[:-1]
+    weighting: Literal["none", "iptw_att", "iptw_ate", "overlap"] = "iptw_att"
+    weight_truncation: tuple[float, float] = (1.0, 99.0)
+    cluster_inference: Literal["permutation", "wild_bootstrap"] = "permutation"
+    permutations: int = Field(999, ge=19)
+    bootstrap_reps: int = Field(999, ge=19)
+    seed: int = 20260930
+
+    @model_validator(mode="after")
+    def _check(self) -> Analysis:
+        unknown = sorted(set(self.covariates) - set(KNOWN_COVARIATES))
+        if unknown:
+            raise ValueError(
+                f"unknown covariates {unknown}; known: {', '.join(KNOWN_COVARIATES)}"
+            )
+        lo, hi = self.weight_truncation
+        if not 0 <= lo < hi <= 100:
+            raise ValueError("weight_truncation must be two percentiles 0 <= low < high <= 100")
+        return self
+
+
+class Disclosure(_Strict):
+    min_cell: int = Field(10, ge=1)
+    round_to: int = Field(5, ge=1)
+
+
+class Language(_Strict):
+    avoid: tuple[str, ...] = ("sex offender", "nominal", "RSO")
+
+
+class Synthetic(_Strict):
+    """True effects the synthetic generator builds in (ignored for real data)."""
+
+    hazard_ratio: dict[str, float] = Field(
+        default_factory=lambda: {
+            "sexual_reoffence": 0.85,
+            "any_reoffence": 0.85,
+            "breach": 0.75,
+            "any_adverse": 0.85,
+        }
+    )
+    odds_ratio_12m: dict[str, float] = Field(
+        default_factory=lambda: {"employed": 1.3, "settled_accommodation": 1.3}
+    )
+    risk_step_down_odds_ratio: float = Field(1.4, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> Synthetic:
+        unknown = set(self.hazard_ratio) - set(OUTCOMES)
+        if unknown:
+            raise ValueError(f"hazard_ratio has unknown outcomes {sorted(unknown)}")
+        if any(v <= 0 for v in self.hazard_ratio.values()):
+            raise ValueError("hazard ratios must be positive")
+        return self
+
+
+class Force(_Strict):
+    code: str = Field(pattern=r"^[A-Z0-9]{2,8}$")
+    name: str
+    arm: Literal["pilot", "comparison"]
+    go_live: dt.date
+
+
+class StudyConfig(_Strict):
+    study: Study
+    analysis: Analysis = Analysis()
+    disclosure: Disclosure = Disclosure()
+    language: Language = Language()
+    synthetic: Synthetic = Synthetic()
+    forces: tuple[Force, ...]
+    # Filled by load_config: the hash of the file's bytes, for results.json provenance.
+    sha256: str = ""
+    source: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> StudyConfig:
+        codes = [f.code for f in self.forces]
+        dupes = sorted({c for c in codes if codes.count(c) > 1})
+        if dupes:
+            raise ValueError(f"force codes must be unique; repeated: {dupes}")
+        arms = {f.arm for f in self.forces}
+        if arms != {"pilot", "comparison"}:
+            raise ValueError("forces need at least one pilot and one comparison force")
+        for f in self.forces:
+            if not self.study.period_start < f.go_live < self.study.data_cutoff:
+                raise ValueError(f"force {f.code}: go_live must lie inside the study period")
+        return self
+
+    def force(self, code: str) -> Force:
+        for f in self.forces:
+            if f.code == code:
+                return f
+        raise KeyError(code)
+
+    @property
+    def force_codes(self) -> list[str]:
+        return [f.code for f in self.forces]
+
+    @property
+    def pilot_codes(self) -> list[str]:
+        return [f.code for f in self.forces if f.arm == "pilot"]
+
+
+def _format_error(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: invalid study configuration"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {where}: unknown key")
+        else:
+            lines.append(f"  {where}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(text: str, source: str = "<config>") -> StudyConfig:
+    """Parse and validate a study configuration from YAML text."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of study, analysis, forces, ...")
+    raw["sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    raw["source"] = source
+    try:
+        return StudyConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(Path(source), err)) from None
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study configuration file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration ({exc.strerror})") from None
+    return parse_config(text, str(path))

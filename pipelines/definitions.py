@@ -1,0 +1,51 @@
+"""The Dagster code location: every asset, check, job and resource of dpf-eval.
+
+Paths come from the environment (DPF_CONFIG, DPF_DROP, DPF_OUT) with the demo's defaults,
+so `dagster dev` shows the same graph that `dpf-eval run` materialises.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from assets import analysis_tables, ingest, models, reports, validate
+from pipelines.resources import DEFAULT_CONFIG, DEFAULT_DROP, DEFAULT_OUT, StudyResource, TableIOManager
+
+ASSET_MODULES = (ingest, validate, analysis_tables, models, reports)
+
+
+def build_definitions(
+    config_path: str | None = None, drop: str | None = None, out: str | None = None
+) -> dg.Definitions:
+    """Definitions for one study; arguments override the environment."""
+    config_path = config_path or os.environ.get("DPF_CONFIG", DEFAULT_CONFIG)
+    drop = drop or os.environ.get("DPF_DROP", DEFAULT_DROP)
+    out = out or os.environ.get("DPF_OUT", DEFAULT_OUT)
+    all_assets = dg.load_assets_from_modules(list(ASSET_MODULES))
+    checks = dg.load_asset_checks_from_modules(list(ASSET_MODULES))
+    evaluation_job = dg.define_asset_job(
+        "evaluation",
+        selection=dg.AssetSelection.all() - dg.AssetSelection.assets(ingest.raw_delivery),
+        description="Everything downstream of validation: cohort, models and reports.",
+    )
+    ingest_job = dg.define_asset_job(
+        "ingest_and_validate",
+        selection=dg.AssetSelection.assets(ingest.raw_delivery),
+        partitions_def=ingest.deliveries_partitions,
+        description="Read and validate one delivery (one partition per force and date).",
+    )
+    return dg.Definitions(
+        assets=all_assets,
+        asset_checks=checks,
+        jobs=[evaluation_job, ingest_job],
+        resources={
+            "study": StudyResource(config_path=config_path, drop=drop, out=out),
+            "io_manager": TableIOManager(base_dir=os.path.join(out, "restricted", "store")),
+        },
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions()

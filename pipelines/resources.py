@@ -1,0 +1,86 @@
+"""Resources shared by every asset: the study (config and folders) and the IO manager."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from evaluation.config import StudyConfig, load_config
+
+DEFAULT_CONFIG = "config/pilot.yaml"
+DEFAULT_DROP = "var/drop"
+DEFAULT_OUT = "var/out"
+
+
+class StudyResource(dg.ConfigurableResource):
+    """Which study this code location evaluates: its config file, drop folder and output folder.
+
+    Set from the environment (DPF_CONFIG, DPF_DROP, DPF_OUT) in the UI; the CLI passes them.
+    """
+
+    config_path: str = DEFAULT_CONFIG
+    drop: str = DEFAULT_DROP
+    out: str = DEFAULT_OUT
+
+    @cached_property
+    def cfg(self) -> StudyConfig:
+        return load_config(self.config_path)
+
+    @property
+    def restricted(self) -> Path:
+        return Path(self.out) / "restricted"
+
+    @property
+    def published(self) -> Path:
+        return Path(self.out) / "published"
+
+    @property
+    def raw_store(self) -> Path:
+        """Typed copies of each delivery's tables (Parquet), by force and extract date."""
+        return self.restricted / "raw"
+
+    @property
+    def validation_store(self) -> Path:
+        """One validation report (JSON) per delivery and content hash."""
+        return self.restricted / "validation"
+
+
+class TableIOManager(dg.ConfigurableIOManager):
+    """Stores polars frames as Parquet and anything else as a pickle, under the restricted
+    store, one file per asset. Writes go to a temporary file that is then renamed, so a run
+    killed midway never leaves half a file. (dagster-polars does not support polars 2.)
+    """
+
+    base_dir: str
+
+    def _path(self, key: dg.AssetKey, suffix: str) -> Path:
+        return Path(self.base_dir).joinpath(*key.path).with_suffix(suffix)
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        if obj is None:
+            return
+        if isinstance(obj, pl.DataFrame):
+            path = self._path(context.asset_key, ".parquet")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            obj.write_parquet(tmp)
+        else:
+            path = self._path(context.asset_key, ".pickle")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            with tmp.open("wb") as f:
+                pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        parquet = self._path(context.asset_key, ".parquet")
+        if parquet.exists():
+            return pl.read_parquet(parquet)
+        with self._path(context.asset_key, ".pickle").open("rb") as f:
+            return pickle.load(f)
