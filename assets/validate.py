@@ -19,7 +19,9 @@ from pipelines.resources import StudyResource
     "and whether the force's data is stale and why. Quarantined deliveries are never used; "
     "the force's last good delivery stays in use.",
 )
-def delivery_status(context: dg.AssetExecutionContext, study: StudyResource) -> pl.DataFrame:
+def delivery_status(
+    context: dg.AssetExecutionContext, study: StudyResource
+) -> dg.Output[pl.DataFrame]:
     from evaluation.deliveries import data_quality_table, resolve_in_use
     from evaluation.validation import ValidationReport
 

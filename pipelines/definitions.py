@@ -11,7 +11,14 @@ import os
 import dagster as dg
 
 from assets import analysis_tables, ingest, models, reports, validate
-from pipelines.resources import DEFAULT_CONFIG, DEFAULT_DROP, DEFAULT_OUT, StudyResource, TableIOManager
+from pipelines.resources import (
+    DEFAULT_CONFIG,
+    DEFAULT_DROP,
+    DEFAULT_OUT,
+    StudyResource,
+    TableIOManager,
+)
+from pipelines.sensors import build_delivery_sensor
 
 ASSET_MODULES = (ingest, validate, analysis_tables, models, reports)
 
@@ -40,6 +47,7 @@ def build_definitions(
         assets=all_assets,
         asset_checks=checks,
         jobs=[evaluation_job, ingest_job],
+        sensors=[build_delivery_sensor(ingest_job, drop)],
         resources={
             "study": StudyResource(config_path=config_path, drop=drop, out=out),
             "io_manager": TableIOManager(base_dir=os.path.join(out, "restricted", "store")),

@@ -17,6 +17,8 @@ import dagster as dg
 from evaluation.extracts import DeliveryError, delivery_content_hash, discover_deliveries
 
 LOCAL_INSTANCE_YAML = Path(__file__).resolve().parents[1] / "config" / "dagster.yaml"
+# The CLI prints its own progress; Dagster's console log shows warnings and errors only.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 class RunError(Exception):
@@ -99,7 +101,9 @@ def run_pipeline(config: str, drop: str, out: str, echo=print) -> RunSummary:
     quarantined = []
     for i, ref in enumerate(todo, 1):
         t0 = time.perf_counter()
-        ingest.execute_in_process(partition_key=ref.key, instance=instance, raise_on_error=False)
+        ingest.execute_in_process(
+            partition_key=ref.key, instance=instance, raise_on_error=False, run_config=QUIET
+        )
         report = report_path(study, ref)
         doc = json.loads(report.read_text()) if report.exists() else {}
         errors = sum(f["severity"] == "error" for f in doc.get("findings", []))
@@ -117,7 +121,7 @@ def run_pipeline(config: str, drop: str, out: str, echo=print) -> RunSummary:
     echo("running the evaluation: cohort, models, reports ...")
     t0 = time.perf_counter()
     result = defs.resolve_job_def("evaluation").execute_in_process(
-        instance=instance, raise_on_error=False
+        instance=instance, raise_on_error=False, run_config=QUIET
     )
     if not result.success:
         raise RunError(_first_error(result))
