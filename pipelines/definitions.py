@@ -21,6 +21,12 @@ from pipelines.resources import (
 from pipelines.sensors import build_delivery_sensor
 
 ASSET_MODULES = (ingest, validate, analysis_tables, models, reports)
+# Every job writes under the same output folder: the run coordinator runs one at a time
+# (tag_concurrency_limits in config/dagster.yaml), so runs cannot corrupt each other.
+WRITES_OUTPUTS = {"dpf-eval/writes-outputs": "true"}
+# Retries for transient failures (a file share briefly unavailable); bad data fails fast
+# because validation findings are results, not exceptions.
+TRANSIENT = dg.RetryPolicy(max_retries=2, delay=10)
 
 
 def build_definitions(
@@ -36,17 +42,45 @@ def build_definitions(
         "evaluation",
         selection=dg.AssetSelection.all() - dg.AssetSelection.assets(ingest.raw_delivery),
         description="Everything downstream of validation: cohort, models and reports.",
+        tags=WRITES_OUTPUTS,
+        op_retry_policy=TRANSIENT,
     )
     ingest_job = dg.define_asset_job(
         "ingest_and_validate",
         selection=dg.AssetSelection.assets(ingest.raw_delivery),
         partitions_def=ingest.deliveries_partitions,
         description="Read and validate one delivery (one partition per force and date).",
+        tags=WRITES_OUTPUTS,
+        op_retry_policy=TRANSIENT,
     )
+    data_quality_job = dg.define_asset_job(
+        "data_quality",
+        selection=dg.AssetSelection.assets(validate.delivery_status),
+        description="Which delivery each force uses, what was quarantined and why.",
+        tags=WRITES_OUTPUTS,
+        op_retry_policy=TRANSIENT,
+    )
+    schedules = [
+        dg.ScheduleDefinition(
+            name="monthly_evaluation",
+            job=evaluation_job,
+            cron_schedule="0 6 3 * *",  # 06:00 on the 3rd: after month-end deliveries land
+            execution_timezone="Europe/London",
+            description="The monthly evaluation run: cohort, models and reports.",
+        ),
+        dg.ScheduleDefinition(
+            name="weekly_data_quality",
+            job=data_quality_job,
+            cron_schedule="0 7 * * 1",  # Mondays 07:00
+            execution_timezone="Europe/London",
+            description="The weekly data-quality run.",
+        ),
+    ]
     return dg.Definitions(
         assets=all_assets,
         asset_checks=checks,
-        jobs=[evaluation_job, ingest_job],
+        jobs=[evaluation_job, ingest_job, data_quality_job],
+        schedules=schedules,
         sensors=[build_delivery_sensor(ingest_job, drop)],
         resources={
             "study": StudyResource(config_path=config_path, drop=drop, out=out),
