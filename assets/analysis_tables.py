@@ -1,6 +1,5 @@
 """Analysis tables built from the deliveries in use: the cohort and its flow."""
 
-
 import datetime as dt
 
 import dagster as dg

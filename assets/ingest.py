@@ -6,7 +6,6 @@ extract contract (great-expectations suites included) and records the report. No
 here ever modifies, moves or deletes a delivery file.
 """
 
-
 import json
 import os
 from pathlib import Path

@@ -1,6 +1,5 @@
 """Which delivery each force's analysis uses, and the data-quality table the reports show."""
 
-
 import json
 
 import dagster as dg

@@ -81,10 +81,7 @@ def build_cohort(
         managed_at_go_live=(pl.col("management_start") <= pl.col("go_live"))
         & (pl.col("management_end").is_null() | (pl.col("management_end") > pl.col("go_live"))),
         starts_in_window=(pl.col("management_start") > pl.col("go_live"))
-        & (
-            pl.col("management_start")
-            <= pl.col("go_live") + pl.duration(days=a.entry_window_days)
-        ),
+        & (pl.col("management_start") <= pl.col("go_live") + pl.duration(days=a.entry_window_days)),
     )
     p = p.with_columns(
         index_date=pl.max_horizontal("go_live", "management_start"),
@@ -190,9 +187,7 @@ def _baseline(c: pl.DataFrame, assessments: pl.DataFrame) -> pl.DataFrame:
         .sort("baseline_assessment_date")
         .with_columns(_key=pl.concat_str("force", pl.lit("|"), "person_id"))
     )
-    left = c.with_columns(_key=pl.concat_str("force", pl.lit("|"), "person_id")).sort(
-        "index_date"
-    )
+    left = c.with_columns(_key=pl.concat_str("force", pl.lit("|"), "person_id")).sort("index_date")
     joined = left.join_asof(
         asm.drop("force", "person_id"),
         left_on="index_date",
@@ -203,7 +198,8 @@ def _baseline(c: pl.DataFrame, assessments: pl.DataFrame) -> pl.DataFrame:
         check_sortedness=False,  # sorted above; polars cannot check within groups
     ).drop("_key")
     return joined.with_columns(
-        risk_level_score=pl.col("risk_level").replace_strict(RISK_SCORE, default=None)
+        risk_level_score=pl.col("risk_level")
+        .replace_strict(RISK_SCORE, default=None)
         .cast(pl.Float64),
         risk_factors=pl.col("risk_factors").cast(pl.Float64),
         protective_factors=pl.col("protective_factors").cast(pl.Float64),

@@ -72,9 +72,7 @@ class Analysis(_Strict):
     def _check(self) -> Analysis:
         unknown = sorted(set(self.covariates) - set(KNOWN_COVARIATES))
         if unknown:
-            raise ValueError(
-                f"unknown covariates {unknown}; known: {', '.join(KNOWN_COVARIATES)}"
-            )
+            raise ValueError(f"unknown covariates {unknown}; known: {', '.join(KNOWN_COVARIATES)}")
         lo, hi = self.weight_truncation
         if not 0 <= lo < hi <= 100:
             raise ValueError("weight_truncation must be two percentiles 0 <= low < high <= 100")

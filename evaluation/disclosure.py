@@ -28,16 +28,22 @@ def safe_count(n: float | int | None, rules: Disclosure) -> str:
     return f"{int(rules.round_to * round(float(n) / rules.round_to)):,}"
 
 
-def safe_rate(numerator: float | None, denominator: float | None, rules: Disclosure,
-              scale: float = 100.0, digits: int = 1) -> str:
+def safe_rate(
+    numerator: float | None,
+    denominator: float | None,
+    rules: Disclosure,
+    scale: float = 100.0,
+    digits: int = 1,
+) -> str:
     """A rate (default a percentage), withheld where either count is suppressed."""
     if is_suppressed(numerator, rules) or is_suppressed(denominator, rules):
         return "withheld"
     return f"{scale * float(numerator) / float(denominator):.{digits}f}"
 
 
-def protect_count_table(df: pd.DataFrame, count_cols: list[str], rules: Disclosure,
-                        total_col: str | None = None) -> pd.DataFrame:
+def protect_count_table(
+    df: pd.DataFrame, count_cols: list[str], rules: Disclosure, total_col: str | None = None
+) -> pd.DataFrame:
     """Return a publishable copy of a table of counts.
 
     Primary suppression below `min_cell`, rounding of the rest; and, per row, where exactly
@@ -57,7 +63,8 @@ def protect_count_table(df: pd.DataFrame, count_cols: list[str], rules: Disclosu
                     suppress.iloc[i, count_cols.index(candidates.index[0])] = True
     for col in count_cols + ([total_col] if total_col else []):
         out[col] = [
-            f"<{rules.min_cell}" if (col in count_cols and suppress[col].iloc[i])
+            f"<{rules.min_cell}"
+            if (col in count_cols and suppress[col].iloc[i])
             else safe_count(v, rules)
             for i, v in enumerate(df[col])
         ]

@@ -31,8 +31,15 @@ OUTCOME_LABELS = {
     "breach": "Breach (notification or order)",
     "any_adverse": "Any adverse outcome (reoffence, breach or recall)",
 }
-PACKAGES = ("dagster", "pandas", "polars", "lifelines", "statsmodels", "great-expectations",
-            "plotly")
+PACKAGES = (
+    "dagster",
+    "pandas",
+    "polars",
+    "lifelines",
+    "statsmodels",
+    "great-expectations",
+    "plotly",
+)
 
 
 class LanguageError(ValueError):
@@ -62,7 +69,8 @@ def headline(results: dict, cfg: StudyConfig) -> dict[str, Any]:
     """The primary outcome's hazard ratio row, as the summary states it."""
     primary = cfg.analysis.primary_outcome
     rows = [
-        e for e in results["estimates"]
+        e
+        for e in results["estimates"]
         if e["outcome"] == primary and e["method"] == "cox" and e["term"] == "pilot"
     ]
     preferred = [e for e in rows if e["inference"] == cfg.analysis.cluster_inference]
@@ -73,8 +81,10 @@ def headline(results: dict, cfg: StudyConfig) -> dict[str, Any]:
 def summary_sentences(h: dict[str, Any]) -> list[str]:
     """Plain-English statement of the headline estimate and how sure we are."""
     if h["estimate"] is None:
-        return [f"The model for {h['label'].lower()} could not be estimated reliably "
-                "(see the diagnostics); no hazard ratio is reported."]
+        return [
+            f"The model for {h['label'].lower()} could not be estimated reliably "
+            "(see the diagnostics); no hazard ratio is reported."
+        ]
     hr, lo, hi, p = h["estimate"], h["ci_low"], h["ci_high"], h["p_value"]
     change = (1 - hr) * 100
     direction = "lower" if hr < 1 else "higher"
@@ -84,12 +94,16 @@ def summary_sentences(h: dict[str, Any]) -> list[str]:
         f"forces (hazard ratio {hr:.2f}, 95% confidence interval {lo:.2f} to {hi:.2f})."
     ]
     if lo is not None and hi is not None and lo < 1 < hi:
-        out.append("The interval includes no difference, so this pilot cannot yet show whether "
-                   "the framework changes this outcome.")
+        out.append(
+            "The interval includes no difference, so this pilot cannot yet show whether "
+            "the framework changes this outcome."
+        )
     elif p is not None and p < 0.05:
-        out.append("The interval excludes no difference: the difference is unlikely to be "
-                   "chance alone, although a quasi-experimental design cannot rule out "
-                   "differences between forces that the adjustment does not capture.")
+        out.append(
+            "The interval excludes no difference: the difference is unlikely to be "
+            "chance alone, although a quasi-experimental design cannot rule out "
+            "differences between forces that the adjustment does not capture."
+        )
     return out
 
 
@@ -97,39 +111,60 @@ def estimates_table(results: dict) -> Table:
     rows = []
     for e in results["estimates"]:
         if e["method"] == "cox" and e["term"] == "pilot":
-            rows.append({
-                "Outcome": OUTCOME_LABELS[e["outcome"]],
-                "Hazard ratio": _fmt(e["estimate"]),
-                "95% CI": f"{_fmt(e['ci_low'])} to {_fmt(e['ci_high'])}",
-                "p": _p(e["p_value"]),
-                "Inference": (e["inference"] or "").replace("_", " "),
-            })
-    return Table("hazard-ratios", "Hazard ratios of pilot against comparison forces, adjusted "
-                 "and weighted", pd.DataFrame(rows))
+            rows.append(
+                {
+                    "Outcome": OUTCOME_LABELS[e["outcome"]],
+                    "Hazard ratio": _fmt(e["estimate"]),
+                    "95% CI": f"{_fmt(e['ci_low'])} to {_fmt(e['ci_high'])}",
+                    "p": _p(e["p_value"]),
+                    "Inference": (e["inference"] or "").replace("_", " "),
+                }
+            )
+    return Table(
+        "hazard-ratios",
+        "Hazard ratios of pilot against comparison forces, adjusted and weighted",
+        pd.DataFrame(rows),
+    )
 
 
 def flow_table(flow: pd.DataFrame, cfg: StudyConfig) -> Table:
     names = {f.code: f.name for f in cfg.forces}
     df = flow.copy()
     df.insert(0, "Force", df["force"].map(names))
-    df = df.rename(columns={
-        "arm": "Arm", "people_in_extracts": "People in the extracts",
-        "excluded_not_eligible": "Not under management in the entry window",
-        "excluded_no_follow_up": "No follow-up before the cut-off",
-        "in_cohort": "In the cohort",
-    }).drop(columns=["force"])
-    counts = ["Not under management in the entry window", "No follow-up before the cut-off",
-              "In the cohort"]
+    df = df.rename(
+        columns={
+            "arm": "Arm",
+            "people_in_extracts": "People in the extracts",
+            "excluded_not_eligible": "Not under management in the entry window",
+            "excluded_no_follow_up": "No follow-up before the cut-off",
+            "in_cohort": "In the cohort",
+        }
+    ).drop(columns=["force"])
+    counts = [
+        "Not under management in the entry window",
+        "No follow-up before the cut-off",
+        "In the cohort",
+    ]
     df = protect_count_table(df, counts, cfg.disclosure, total_col="People in the extracts")
-    return Table("cohort-flow", "Cohort flow by force (counts rounded to the nearest "
-                 f"{cfg.disclosure.round_to}; under {cfg.disclosure.min_cell} shown as "
-                 f"<{cfg.disclosure.min_cell})", df)
+    return Table(
+        "cohort-flow",
+        "Cohort flow by force (counts rounded to the nearest "
+        f"{cfg.disclosure.round_to}; under {cfg.disclosure.min_cell} shown as "
+        f"<{cfg.disclosure.min_cell})",
+        df,
+    )
 
 
 def quality_table(dq: pd.DataFrame, cfg: StudyConfig) -> Table:
     names = {f.code: f.name for f in cfg.forces}
-    cols = {"force": "Force", "delivery": "Delivery", "status": "Status",
-            "rules_failed": "Rules failed", "rules_warned": "Warnings", "reason": "Note"}
+    cols = {
+        "force": "Force",
+        "delivery": "Delivery",
+        "status": "Status",
+        "rules_failed": "Rules failed",
+        "rules_warned": "Warnings",
+        "reason": "Note",
+    }
     df = dq.copy()
     df["force"] = df["force"].map(lambda c: names.get(c, c))
     if "status" not in df.columns:
@@ -146,10 +181,17 @@ def curve_section(curves: pd.DataFrame, outcome: str, cfg: StudyConfig) -> dict[
     km = curves[(curves.outcome == outcome) & (curves.estimator == "km")]
     parts = [cut_curve(km[km.arm == arm], cfg.disclosure) for arm in ("pilot", "comparison")]
     km = pd.concat(parts)
-    fig = curve_figure(km, f"{OUTCOME_LABELS[outcome]}: share without the outcome",
-                       "People without the outcome (%)", percent=True)
-    return {"id": f"km-{outcome}", "title": OUTCOME_LABELS[outcome],
-            "html": figure_html(fig, f"km-{outcome}")}
+    fig = curve_figure(
+        km,
+        f"{OUTCOME_LABELS[outcome]}: share without the outcome",
+        "People without the outcome (%)",
+        percent=True,
+    )
+    return {
+        "id": f"km-{outcome}",
+        "title": OUTCOME_LABELS[outcome],
+        "html": figure_html(fig, f"km-{outcome}"),
+    }
 
 
 def csv_text(table: Table) -> str:
@@ -175,13 +217,20 @@ def write_published(text: str, path: Path, cfg: StudyConfig) -> None:
     """The last gate before publication: refuse any text with an avoided term."""
     hits = language_hits(text, cfg.language.avoid)
     if hits:
-        raise LanguageError(f"{path.name}: contains avoided term(s) {hits}; use "
-                            "person-centred language")
+        raise LanguageError(
+            f"{path.name}: contains avoided term(s) {hits}; use person-centred language"
+        )
     write_atomic(text, path)
 
 
-def publish_evaluation_report(results: dict, curves: pd.DataFrame, flow: pd.DataFrame,
-                              dq: pd.DataFrame, cfg: StudyConfig, out: Path) -> list[Path]:
+def publish_evaluation_report(
+    results: dict,
+    curves: pd.DataFrame,
+    flow: pd.DataFrame,
+    dq: pd.DataFrame,
+    cfg: StudyConfig,
+    out: Path,
+) -> list[Path]:
     """Write published/evaluation-report.html and its tables as CSV; returns the paths."""
     h = headline(results, cfg)
     tables = [estimates_table(results), flow_table(flow, cfg), quality_table(dq, cfg)]

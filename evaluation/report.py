@@ -59,18 +59,33 @@ def curve_figure(curves: pd.DataFrame, title: str, y_title: str, percent: bool) 
             continue
         x = (c.time / 30.4375).round(2)  # months read better than days
         scale = 100.0 if percent else 1.0
-        fig.add_trace(go.Scatter(
-            x=pd.concat([x, x[::-1]]),
-            y=pd.concat([c.ci_high * scale, (c.ci_low * scale)[::-1]]),
-            fill="toself", fillcolor=ARM_FILL[arm], line={"width": 0}, hoverinfo="skip",
-            showlegend=False, line_shape="hv", name=f"{arm} 95% CI",
-        ))
-        fig.add_trace(go.Scatter(
-            x=x, y=c.value * scale, mode="lines", line_shape="hv",
-            line={"color": ARM_COLOURS[arm], "width": 2.5,
-                  "dash": "solid" if arm == "pilot" else "dash"},
-            name="Pilot forces" if arm == "pilot" else "Comparison forces",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=pd.concat([x, x[::-1]]),
+                y=pd.concat([c.ci_high * scale, (c.ci_low * scale)[::-1]]),
+                fill="toself",
+                fillcolor=ARM_FILL[arm],
+                line={"width": 0},
+                hoverinfo="skip",
+                showlegend=False,
+                line_shape="hv",
+                name=f"{arm} 95% CI",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=c.value * scale,
+                mode="lines",
+                line_shape="hv",
+                line={
+                    "color": ARM_COLOURS[arm],
+                    "width": 2.5,
+                    "dash": "solid" if arm == "pilot" else "dash",
+                },
+                name="Pilot forces" if arm == "pilot" else "Comparison forces",
+            )
+        )
     fig.update_layout(
         title={"text": title, "font": {"size": 16}},
         xaxis_title="Months since index date",

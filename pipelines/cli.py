@@ -30,8 +30,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="dpf-eval", description="Evaluation pipeline for the Desistance "
-                "Practice Framework pilot.")
+    p = _Parser(
+        prog="dpf-eval",
+        description="Evaluation pipeline for the Desistance Practice Framework pilot.",
+    )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     s = sub.add_parser("synth", help="write synthetic deliveries (one per force) and truth.json")
@@ -69,8 +71,10 @@ def cmd_synth(args: argparse.Namespace) -> int:
     print(f"generating {len(cfg.forces)} forces (seed {args.seed}, scale {args.scale}) ...")
     study = generate_study(cfg, seed=args.seed, scale=args.scale)
     folders = write_study(study, cfg, Path(args.out), fmt=args.format)
-    print(f"wrote {len(folders)} deliveries and truth.json under {Path(args.out).resolve()} "
-          f"({study.truth['people']:,} people)")
+    print(
+        f"wrote {len(folders)} deliveries and truth.json under {Path(args.out).resolve()} "
+        f"({study.truth['people']:,} people)"
+    )
     return 0
 
 
@@ -85,7 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from evaluation.validation import run_check
 
-    return run_check(args.delivery_dir, args.config, args.json)
+    return run_check(args.delivery_dir, args.config, args.json, out=sys.stdout)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -96,8 +100,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if drop.exists() and any(drop.iterdir()):
         print(f"using the synthetic deliveries already in {drop}")
     else:
-        rc = cmd_synth(argparse.Namespace(config=DEMO_CONFIG, out=str(drop), seed=args.seed,
-                                          scale=args.scale, format="csv"))
+        rc = cmd_synth(
+            argparse.Namespace(
+                config=DEMO_CONFIG, out=str(drop), seed=args.seed, scale=args.scale, format="csv"
+            )
+        )
         if rc:
             return rc
     summary = run_pipeline(DEMO_CONFIG, str(drop), str(out))

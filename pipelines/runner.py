@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,8 +72,29 @@ def _first_error(result: dg.ExecuteInProcessResult) -> str:
     return "the run failed (see the Dagster UI or logs under the output folder)"
 
 
+@contextlib.contextmanager
+def output_lock(out: Path, echo=print) -> Iterator[None]:
+    """One run at a time writes an output folder; a second waits for the first to finish."""
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / ".run.lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            echo(f"another run is writing {out}; waiting for it to finish ...")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def run_pipeline(config: str, drop: str, out: str, echo=print) -> RunSummary:
     """Validate new deliveries, then materialise the evaluation. Raises RunError."""
+    with output_lock(Path(out), echo):
+        return _run_pipeline(config, drop, out, echo)
+
+
+def _run_pipeline(config: str, drop: str, out: str, echo) -> RunSummary:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     from evaluation.config import load_config
     from pipelines.definitions import build_definitions
@@ -129,8 +153,11 @@ def run_pipeline(config: str, drop: str, out: str, echo=print) -> RunSummary:
         echo(f"  done: {step.step_key}")
     echo(f"evaluation finished in {time.perf_counter() - t0:.1f}s")
     status = result.output_for_node("delivery_status")
-    stale = [f"{r['force']}: {r['reason']}" for r in status.iter_rows(named=True)
-             if r.get("in_use") and r.get("stale")]
+    stale = [
+        f"{r['force']}: {r['reason']}"
+        for r in status.iter_rows(named=True)
+        if r.get("in_use") and r.get("stale")
+    ]
     return RunSummary(
         published=study.published,
         results=study.restricted / "results.json",

@@ -42,12 +42,11 @@ def build_delivery_sensor(job: dg.UnresolvedAssetJobDefinition, drop: str) -> dg
         keys = [k for k, _ in changes]
         seen.update(dict(changes))
         return dg.SensorResult(
-            run_requests=[
-                dg.RunRequest(partition_key=k, run_key=f"{k}:{h}") for k, h in changes
-            ],
+            run_requests=[dg.RunRequest(partition_key=k, run_key=f"{k}:{h}") for k, h in changes],
             dynamic_partitions_requests=[
-                dg.AddDynamicPartitionsRequest(partitions_def_name="deliveries",
-                                               partition_keys=keys)
+                dg.AddDynamicPartitionsRequest(
+                    partitions_def_name="deliveries", partition_keys=keys
+                )
             ],
             cursor=json.dumps(seen, sort_keys=True),
         )

@@ -9,47 +9,88 @@ import pytest
 from evaluation.cohort import ForceWindow, build_cohort, force_windows
 
 D = dt.date.fromisoformat
-PEOPLE_COLS = dict(sex="male", birth_year=1970, index_offence="contact_adult",
-                   prior_convictions=2, prior_sexual_convictions=1, mappa_level=1,
-                   on_licence=False)
+PEOPLE_COLS = dict(
+    sex="male",
+    birth_year=1970,
+    index_offence="contact_adult",
+    prior_convictions=2,
+    prior_sexual_convictions=1,
+    mappa_level=1,
+    on_licence=False,
+)
 
 
 def person(force, pid, start, end=None, reason=None, **kw):
-    return {"force": force, "person_id": pid, "management_start": D(start),
-            "management_end": D(end) if end else None, "management_end_reason": reason,
-            **{**PEOPLE_COLS, **kw}}
+    return {
+        "force": force,
+        "person_id": pid,
+        "management_start": D(start),
+        "management_end": D(end) if end else None,
+        "management_end_reason": reason,
+        **{**PEOPLE_COLS, **kw},
+    }
 
 
 def event(force, pid, date, etype, proven=True, disposal=None):
-    return {"force": force, "person_id": pid, "event_date": D(date), "event_type": etype,
-            "proven": proven, "disposal_date": D(disposal) if disposal else None}
+    return {
+        "force": force,
+        "person_id": pid,
+        "event_date": D(date),
+        "event_type": etype,
+        "proven": proven,
+        "disposal_date": D(disposal) if disposal else None,
+    }
 
 
-PEOPLE = pl.DataFrame([
-    person("ASH", "A", "2020-01-01"),
-    person("ASH", "B", "2024-06-01", "2025-06-01", "died"),
-    person("ASH", "C", "2025-06-01"),                      # starts after the entry window
-    person("ASH", "D", "2019-01-01", "2023-01-01", "other"),  # gone before go-live
-    person("ASH", "E", "2020-01-01"),
-    person("ASH", "F", "2020-01-01", "2025-01-01", "removed_from_register"),
-    person("FNL", "G", "2024-01-01", sex="female", birth_year=1980),
-])
-ASSESSMENTS = pl.DataFrame([
-    {"force": "ASH", "person_id": "A", "assessment_date": D("2023-06-01"),
-     "risk_level": "high", "risk_factors": 3, "protective_factors": 1},
-    {"force": "ASH", "person_id": "A", "assessment_date": D("2024-06-01"),  # after index
-     "risk_level": "low", "risk_factors": 0, "protective_factors": 4},
-    {"force": "ASH", "person_id": "B", "assessment_date": D("2021-01-01"),  # too old
-     "risk_level": "medium", "risk_factors": 2, "protective_factors": 2},
-])
-EVENTS = pl.DataFrame([
-    event("ASH", "A", "2025-01-10", "sexual_offence", disposal="2025-03-01"),
-    event("ASH", "E", "2024-01-01", "other_offence", disposal="2024-02-01"),  # before index
-    event("ASH", "E", "2024-10-01", "other_offence", proven=False),          # not proven
-    event("ASH", "E", "2026-05-01", "order_breach", disposal="2026-06-01"),  # after admin end
-    event("ASH", "E", "2024-12-01", "recall", disposal="2024-12-01"),
-    event("FNL", "G", "2026-01-01", "notification_breach", disposal="2026-09-30"),
-])
+PEOPLE = pl.DataFrame(
+    [
+        person("ASH", "A", "2020-01-01"),
+        person("ASH", "B", "2024-06-01", "2025-06-01", "died"),
+        person("ASH", "C", "2025-06-01"),  # starts after the entry window
+        person("ASH", "D", "2019-01-01", "2023-01-01", "other"),  # gone before go-live
+        person("ASH", "E", "2020-01-01"),
+        person("ASH", "F", "2020-01-01", "2025-01-01", "removed_from_register"),
+        person("FNL", "G", "2024-01-01", sex="female", birth_year=1980),
+    ]
+)
+ASSESSMENTS = pl.DataFrame(
+    [
+        {
+            "force": "ASH",
+            "person_id": "A",
+            "assessment_date": D("2023-06-01"),
+            "risk_level": "high",
+            "risk_factors": 3,
+            "protective_factors": 1,
+        },
+        {
+            "force": "ASH",
+            "person_id": "A",
+            "assessment_date": D("2024-06-01"),  # after index
+            "risk_level": "low",
+            "risk_factors": 0,
+            "protective_factors": 4,
+        },
+        {
+            "force": "ASH",
+            "person_id": "B",
+            "assessment_date": D("2021-01-01"),  # too old
+            "risk_level": "medium",
+            "risk_factors": 2,
+            "protective_factors": 2,
+        },
+    ]
+)
+EVENTS = pl.DataFrame(
+    [
+        event("ASH", "A", "2025-01-10", "sexual_offence", disposal="2025-03-01"),
+        event("ASH", "E", "2024-01-01", "other_offence", disposal="2024-02-01"),  # before index
+        event("ASH", "E", "2024-10-01", "other_offence", proven=False),  # not proven
+        event("ASH", "E", "2026-05-01", "order_breach", disposal="2026-06-01"),  # after admin end
+        event("ASH", "E", "2024-12-01", "recall", disposal="2024-12-01"),
+        event("FNL", "G", "2026-01-01", "notification_breach", disposal="2026-09-30"),
+    ]
+)
 
 
 @pytest.fixture(scope="module")
@@ -113,5 +154,7 @@ def test_flow_adds_up(built):
     assert ash["people_in_extracts"] == 6
     assert ash["excluded_not_eligible"] == 2
     assert ash["in_cohort"] == 4
-    assert (ash["excluded_not_eligible"] + ash["excluded_no_follow_up"] + ash["in_cohort"]
-            == ash["people_in_extracts"])
+    assert (
+        ash["excluded_not_eligible"] + ash["excluded_no_follow_up"] + ash["in_cohort"]
+        == ash["people_in_extracts"]
+    )

@@ -2,6 +2,7 @@
 the published report, through the real Dagster definitions and the CLI."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -18,10 +19,23 @@ def small_study(tmp_path_factory):
     """A small synthetic study, run once through `dpf-eval synth` and `dpf-eval run`."""
     base = tmp_path_factory.mktemp("study")
     drop, out = base / "drop", base / "out"
-    assert main(["synth", "--config", str(PILOT_CONFIG), "--out", str(drop),
-                 "--seed", "7", "--scale", "0.25"]) == 0
-    assert main(["run", "--config", str(PILOT_CONFIG), "--drop", str(drop),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "--config",
+                str(PILOT_CONFIG),
+                "--out",
+                str(drop),
+                "--seed",
+                "7",
+                "--scale",
+                "0.25",
+            ]
+        )
+        == 0
+    )
+    assert main(["run", "--config", str(PILOT_CONFIG), "--drop", str(drop), "--out", str(out)]) == 0
     return drop, out
 
 
@@ -30,9 +44,17 @@ def test_definitions_load():
 
     repo = defs.get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
-    for expected in ("raw_delivery", "delivery_status", "cohort", "cohort_flow",
-                     "weighted_cohort", "survival_curves", "cox_estimates", "results_json",
-                     "evaluation_report"):
+    for expected in (
+        "raw_delivery",
+        "delivery_status",
+        "cohort",
+        "cohort_flow",
+        "weighted_cohort",
+        "survival_curves",
+        "cox_estimates",
+        "results_json",
+        "evaluation_report",
+    ):
         assert expected in keys
     assert {"evaluation", "ingest_and_validate"} <= {j.name for j in repo.get_all_jobs()}
     groups = {repo.asset_graph.get(k).group_name for k in repo.asset_graph.get_all_asset_keys()}
@@ -45,23 +67,46 @@ def test_results_json_follows_the_contract(small_study, pilot_cfg):
     assert set(doc["run"]) >= {"id", "created", "code_version", "config_sha256", "extracts"}
     assert doc["run"]["config_sha256"] == pilot_cfg.sha256
     assert {e["force"] for e in doc["run"]["extracts"]} == set(pilot_cfg.force_codes)
-    fields = {"outcome", "method", "term", "measure", "estimate", "ci_low", "ci_high",
-              "p_value", "n", "events", "weighting", "inference"}
+    fields = {
+        "outcome",
+        "method",
+        "term",
+        "measure",
+        "estimate",
+        "ci_low",
+        "ci_high",
+        "p_value",
+        "n",
+        "events",
+        "weighting",
+        "inference",
+    }
     for row in doc["estimates"]:
         assert set(row) == fields
-    cox = [e for e in doc["estimates"] if e["method"] == "cox" and e["term"] == "pilot"
-           and e["outcome"] == "any_reoffence"]
+    cox = [
+        e
+        for e in doc["estimates"]
+        if e["method"] == "cox" and e["term"] == "pilot" and e["outcome"] == "any_reoffence"
+    ]
     assert cox and 0 < cox[0]["ci_low"] < cox[0]["estimate"] < cox[0]["ci_high"]
     truth = json.loads((drop / "truth.json").read_text())
-    assert set(truth["hazard_ratio"]) == {"sexual_reoffence", "any_reoffence", "breach",
-                                          "any_adverse"}
+    assert set(truth["hazard_ratio"]) == {
+        "sexual_reoffence",
+        "any_reoffence",
+        "breach",
+        "any_adverse",
+    }
 
 
 def test_report_is_self_contained_and_person_centred(small_study, pilot_cfg):
     _, out = small_study
     html = (out / "published" / "evaluation-report.html").read_text()
-    assert "<script src=" not in html and "cdn." not in html.lower()
-    assert html.count("plotly.js v") <= 2  # embedded once (the banner appears in the source)
+    scripts = re.findall(r"<script[^>]*>(.*?)</script>", html, flags=re.S)
+    assert sum(len(s) > 1_000_000 for s in scripts) == 1  # plotly.js embedded exactly once
+    markup = re.sub(r"<script[^>]*>.*?</script>", "", html, flags=re.S)
+    # no external resource of any kind outside the embedded library's own source
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", markup)
+    assert "@import" not in markup and "url(http" not in markup
     assert "Summary" in html and "hazard ratio" in html
     from evaluation.disclosure import language_hits
 
@@ -82,8 +127,7 @@ def test_nothing_person_level_is_published(small_study):
 def test_second_run_with_same_deliveries_gives_same_numbers(small_study, capsys):
     drop, out = small_study
     before = json.loads((out / "restricted" / "results.json").read_text())["estimates"]
-    assert main(["run", "--config", str(PILOT_CONFIG), "--drop", str(drop),
-                 "--out", str(out)]) == 0
+    assert main(["run", "--config", str(PILOT_CONFIG), "--drop", str(drop), "--out", str(out)]) == 0
     assert "already validated" in capsys.readouterr().out
     after = json.loads((out / "restricted" / "results.json").read_text())["estimates"]
     assert after == before
@@ -92,11 +136,35 @@ def test_second_run_with_same_deliveries_gives_same_numbers(small_study, capsys)
 def test_run_exit_codes(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["run", "--config", str(PILOT_CONFIG), "--drop", str(empty),
-                 "--out", str(tmp_path / "o")]) == 1
+    assert (
+        main(
+            [
+                "run",
+                "--config",
+                str(PILOT_CONFIG),
+                "--drop",
+                str(empty),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 1
+    )
     assert "no deliveries found" in capsys.readouterr().err
-    assert main(["run", "--config", str(tmp_path / "missing.yaml"), "--drop", str(empty),
-                 "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "--config",
+                str(tmp_path / "missing.yaml"),
+                "--drop",
+                str(empty),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "cannot read configuration" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         main(["run", "--config", str(PILOT_CONFIG)])
@@ -121,6 +189,7 @@ def test_check_exit_codes(small_study, tmp_path, capsys):
 
 def test_synth_refuses_to_overwrite(small_study, capsys):
     drop, _ = small_study
-    assert main(["synth", "--config", str(PILOT_CONFIG), "--out", str(drop),
-                 "--scale", "0.25"]) == 1
+    assert (
+        main(["synth", "--config", str(PILOT_CONFIG), "--out", str(drop), "--scale", "0.25"]) == 1
+    )
     assert "dpf-eval:" in capsys.readouterr().err
