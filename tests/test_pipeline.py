@@ -4,7 +4,6 @@ the published report, through the real Dagster definitions and the CLI."""
 import json
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 
