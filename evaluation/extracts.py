@@ -4,12 +4,19 @@ A delivery is `<drop>/<force_code>/<extract_date>/` with `manifest.json` and one
 table, CSV or Parquet. Tables are read with polars under the contract's schema
 (`evaluation.schema`), never by type inference: every column is read as text, then parsed
 column by column so that a cell that does not parse is reported, not silently nulled.
+
+`load_delivery` never raises for bad input: it reads what it can and records every file it
+could not read as a `ReadProblem`, so the validator can report all of them at once.
+`read_delivery` is the strict form: it raises `DeliveryError` on the first problem.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import datetime as dt
 import hashlib
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -29,10 +36,21 @@ POLARS_TYPE = {
     "date": pl.Date,
     "bool": pl.Boolean,
 }
+MANIFEST = "manifest.json"
+OTHER_SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
 
 
 class DeliveryError(Exception):
     """A delivery that cannot be read; the message names force, delivery and file."""
+
+
+class UnreadableFile(DeliveryError):
+    """One file that cannot be read as a table: `rule` says why, `rows` where (if known)."""
+
+    def __init__(self, message: str, rule: str = "unreadable", rows: list[int] | None = None):
+        super().__init__(message)
+        self.rule = rule
+        self.rows = rows or []
 
 
 @dataclass(frozen=True)
@@ -49,12 +67,29 @@ class DeliveryRef:
         return f"{self.force}|{self.extract_date}"
 
 
+@dataclass(frozen=True)
+class ReadProblem:
+    """A file of a delivery that could not be read (or not unambiguously).
+
+    `rule` is one of manifest_missing, manifest_invalid, file_missing, ambiguous_file,
+    not_utf8, empty_file, wrong_separator, malformed_rows, duplicate_column, unreadable.
+    `rows` holds 1-based data-row numbers where the problem is located in the file.
+    """
+
+    file: str
+    rule: str
+    message: str
+    rows: tuple[int, ...] = ()
+
+
 @dataclass
 class Delivery:
     """A delivery read into typed polars frames.
 
     `parse_errors` maps (table, column) to the 1-based data-row numbers whose text did not
-    parse as the column's type; those cells are null in `tables`.
+    parse as the column's type; those cells are null in `tables`. A table that could not be
+    read is absent from `tables` and explained in `problems`. `extra_frames` keeps the text of
+    columns the contract does not name: they are never used, only screened for identifiers.
     """
 
     ref: DeliveryRef
@@ -65,6 +100,15 @@ class Delivery:
     extra_columns: dict[str, list[str]] = field(default_factory=dict)
     missing_columns: dict[str, list[str]] = field(default_factory=dict)
     parse_errors: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    extra_frames: dict[str, pl.DataFrame] = field(default_factory=dict)
+    file_sha256: dict[str, str] = field(default_factory=dict)
+    problems: list[ReadProblem] = field(default_factory=list)
+    other_files: list[str] = field(default_factory=list)
+
+    def file_name(self, table: str) -> str:
+        """The name of a table's file in this delivery (`<table>.csv` when it has none)."""
+        path = self.files.get(table)
+        return path.name if path is not None else f"{table}.csv"
 
 
 def discover_deliveries(drop: str | Path) -> list[DeliveryRef]:
@@ -82,7 +126,7 @@ def discover_deliveries(drop: str | Path) -> list[DeliveryRef]:
 
 def ref_from_path(path: str | Path) -> DeliveryRef:
     """A DeliveryRef from a delivery folder path (force and date from the folder names)."""
-    path = Path(path)
+    path = Path(path).absolute()
     return DeliveryRef(path.parent.name, path.name, path)
 
 
@@ -94,13 +138,21 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def delivery_content_hash(ref: DeliveryRef) -> str:
-    """Hash of the manifest's bytes plus each table file's bytes: equal content, equal hash."""
+def _combined_hash(file_hashes: list[tuple[str, str]]) -> str:
     h = hashlib.sha256()
-    for path in [ref.path / "manifest.json", *sorted(_table_files(ref).values())]:
-        h.update(path.name.encode())
-        h.update(sha256_file(path).encode())
+    for name, digest in file_hashes:
+        h.update(name.encode())
+        h.update(digest.encode())
     return h.hexdigest()
+
+
+def delivery_content_hash(ref: DeliveryRef) -> str:
+    """Hash of the manifest's bytes plus each table file's bytes: equal content, equal hash.
+
+    Raises OSError while the manifest is missing (a delivery still being copied in).
+    """
+    paths = [ref.path / MANIFEST, *sorted(_table_files(ref).values())]
+    return _combined_hash([(p.name, sha256_file(p)) for p in paths])
 
 
 def _table_files(ref: DeliveryRef) -> dict[str, Path]:
@@ -115,54 +167,129 @@ def _table_files(ref: DeliveryRef) -> dict[str, Path]:
 
 
 def read_manifest(ref: DeliveryRef) -> dict:
-    where = f"force {ref.force}, delivery {ref.extract_date}, file manifest.json"
-    path = ref.path / "manifest.json"
+    where = f"force {ref.force}, delivery {ref.extract_date}, file {MANIFEST}"
+    path = ref.path / MANIFEST
     if not path.exists():
-        raise DeliveryError(f"{where}: missing")
+        raise UnreadableFile(f"{where}: missing", "manifest_missing")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8-sig"))
+    except OSError as exc:
+        raise UnreadableFile(
+            f"{where}: cannot be read ({exc.strerror})", "manifest_invalid"
+        ) from None
     except UnicodeDecodeError:
-        raise DeliveryError(f"{where}: not UTF-8 text") from None
+        raise UnreadableFile(f"{where}: not UTF-8 text", "manifest_invalid") from None
     except json.JSONDecodeError as exc:
-        raise DeliveryError(f"{where}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        raise UnreadableFile(
+            f"{where}: not valid JSON ({exc.msg}, line {exc.lineno})", "manifest_invalid"
+        ) from None
     if not isinstance(manifest, dict):
-        raise DeliveryError(f"{where}: must be a JSON object")
+        raise UnreadableFile(f"{where}: must be a JSON object", "manifest_invalid")
     return manifest
 
 
-def _read_text_frame(path: Path, where: str) -> pl.DataFrame:
-    """Read a CSV or Parquet file with every column as text."""
+def _parquet_as_text(raw: bytes, where: str) -> pl.DataFrame:
     try:
-        if path.suffix == ".parquet":
-            df = pl.read_parquet(path)
-            return df.select(
-                [
-                    pl.col(c).dt.strftime("%Y-%m-%d")
-                    if df.schema[c] in (pl.Date, pl.Datetime)
-                    else pl.col(c).cast(pl.String)
-                    for c in df.columns
-                ]
-            )
-        raw = path.read_bytes()
-        if raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DeliveryError(f"{where}: not UTF-8 (byte {exc.start})") from None
-        if not raw.strip():
-            raise DeliveryError(f"{where}: empty file (a table with no rows needs its header)")
-        return pl.read_csv(
-            raw,
-            infer_schema=False,
-            null_values=[""],
-            raise_if_empty=True,
+        df = pl.read_parquet(io.BytesIO(raw))
+    except Exception as exc:  # polars raises several kinds for corrupt files
+        raise UnreadableFile(f"{where}: not a readable Parquet file ({_first_line(exc)})") from None
+    cols = []
+    for name, dtype in df.schema.items():
+        c = pl.col(name)
+        if dtype in (pl.Date, pl.Datetime) or isinstance(dtype, pl.Datetime):
+            cols.append(c.dt.strftime("%Y-%m-%d"))
+        elif dtype.is_float() and (df[name].drop_nulls() % 1 == 0).all():
+            # Writers often store an integer column with gaps as float: 3.0 is the integer 3.
+            cols.append(c.cast(pl.Int64).cast(pl.String))
+        elif dtype.is_nested() or dtype == pl.Object:
+            raise UnreadableFile(f"{where}: column {name} has type {dtype}, not a plain value")
+        else:
+            cols.append(c.cast(pl.String))
+    return df.select(cols)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _bad_record_rows(text: str, n_fields: int) -> list[int]:
+    """1-based data-row numbers of records whose field count differs from the header's.
+
+    A file without quote characters has one record per line, so counting separators per line
+    (vectorised) is exact; a quoted file goes through the csv module, which follows RFC 4180
+    and also catches an unterminated quote at the end of a truncated file.
+    """
+    if '"' not in text:
+        lines = pl.Series([text]).str.split("\n").explode().str.strip_suffix("\r")
+        counts = lines.str.count_matches(",", literal=True)
+        bad = (counts != n_fields - 1).arg_true()
+        return [i for i in bad.to_list() if i > 0]
+    bad, row = [], 0
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        next(reader)
+        for row, record in enumerate(reader, start=1):  # noqa: B007 - row used after the loop
+            if len(record) != n_fields:
+                bad.append(row)
+    except csv.Error:
+        bad.append(row + 1)
+    return bad
+
+
+def _csv_as_text(raw: bytes, where: str) -> pl.DataFrame:
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    if not raw.strip():
+        raise UnreadableFile(
+            f"{where}: empty file (a table with no rows needs its header line)", "empty_file"
         )
-    except DeliveryError:
-        raise
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise UnreadableFile(
+            f"{where}: not UTF-8 text (first bad byte on line {line}); save it as UTF-8",
+            "not_utf8",
+        ) from None
+    # Trailing blank lines are harmless but polars would read them as empty rows.
+    text = text.rstrip("\r\n")
+    header = next(csv.reader(io.StringIO(text.split("\n", 1)[0].rstrip("\r"))), [])
+    if len(header) == 1:
+        for sep, name in OTHER_SEPARATORS.items():
+            if sep in header[0]:
+                raise UnreadableFile(
+                    f"{where}: separated by {name}, not commas (the header is one column)",
+                    "wrong_separator",
+                )
+    dupes = sorted({c for c in header if header.count(c) > 1})
+    if dupes:
+        raise UnreadableFile(f"{where}: repeated column name(s) {dupes}", "duplicate_column")
+    bad = _bad_record_rows(text, len(header))
+    if bad:
+        n_rows = text.count("\n")
+        if bad == [n_rows] and not raw.endswith(b"\n"):
+            message = f"the last row (row {n_rows}) is incomplete: the file looks truncated"
+        else:
+            message = (
+                f"{len(bad)} row(s) do not have the header's {len(header)} fields "
+                "(a broken line, a stray comma or an unclosed quote)"
+            )
+        raise UnreadableFile(f"{where}: {message}", "malformed_rows", bad)
+    try:
+        return pl.read_csv(
+            (text + "\n").encode(), infer_schema=False, null_values=[""], raise_if_empty=True
+        )
     except Exception as exc:  # polars raises several kinds for malformed files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DeliveryError(f"{where}: cannot be read ({first})") from None
+        raise UnreadableFile(f"{where}: cannot be read ({_first_line(exc)})") from None
+
+
+def _read_text_frame(path: Path, where: str, raw: bytes | None = None) -> pl.DataFrame:
+    """Read a CSV or Parquet file (or its bytes, already read) with every column as text."""
+    raw = path.read_bytes() if raw is None else raw
+    if path.suffix == ".parquet":
+        return _parquet_as_text(raw, where)
+    return _csv_as_text(raw, where)
 
 
 def parse_column(text: pl.Series, col: Column) -> tuple[pl.Series, list[int]]:
@@ -183,20 +310,28 @@ def parse_column(text: pl.Series, col: Column) -> tuple[pl.Series, list[int]]:
     elif dtype == "int":
         out = s.cast(pl.Int64, strict=False)
     elif dtype == "date":
-        out = s.str.strptime(pl.Date, "%Y-%m-%d", strict=False)
+        # Only YYYY-MM-DD: strptime alone would also take 2026-9-3.
+        c = pl.col(col.name)
+        parsed = pl.when(c.str.contains(r"^\d{4}-\d{2}-\d{2}$")).then(
+            c.str.strptime(pl.Date, "%Y-%m-%d", strict=False)
+        )
+        out = s.to_frame(col.name).select(parsed).to_series()
     else:  # pragma: no cover - schema is fixed
         raise ValueError(dtype)
     bad = (out.is_null() & s.is_not_null()).arg_true()
     return out.alias(col.name), (bad + 1).to_list()
 
 
-def read_table(path: Path, table: str, where: str) -> tuple[pl.DataFrame, list, list, dict]:
-    """Read one table under the contract's schema.
+@dataclass
+class _TableRead:
+    frame: pl.DataFrame
+    extra: pl.DataFrame
+    missing: list[str]
+    errors: dict[str, list[int]]
 
-    Returns (frame with contract columns present, typed; extra columns; missing columns;
-    {column: bad row numbers}).
-    """
-    raw = _read_text_frame(path, where)
+
+def _load_table(path: Path, table: str, where: str, data: bytes | None = None) -> _TableRead:
+    raw = _read_text_frame(path, where, data)
     raw = raw.rename({c: c.lstrip("\ufeff") for c in raw.columns})
     expected = {c.name: c for c in TABLE_COLUMNS[table]}
     extra = [c for c in raw.columns if c not in expected]
@@ -210,7 +345,111 @@ def read_table(path: Path, table: str, where: str) -> tuple[pl.DataFrame, list, 
         else:
             series = pl.Series(name, [None] * raw.height, dtype=POLARS_TYPE[col.dtype])
         cols.append(series.cast(POLARS_TYPE[col.dtype]))
-    return pl.DataFrame(cols), extra, missing, errors
+    frame = pl.DataFrame(cols) if cols else pl.DataFrame()
+    return _TableRead(frame, raw.select(extra), missing, errors)
+
+
+def read_table(path: Path, table: str, where: str) -> tuple[pl.DataFrame, list, list, dict]:
+    """Read one table under the contract's schema.
+
+    Returns (frame with contract columns present, typed; extra columns; missing columns;
+    {column: bad row numbers}). Raises `UnreadableFile` (a DeliveryError) if it cannot.
+    """
+    t = _load_table(path, table, where)
+    return t.frame, t.extra.columns, t.missing, t.errors
+
+
+def load_delivery(ref: DeliveryRef | str | Path) -> Delivery:
+    """Read everything readable of a delivery; never raises for bad input.
+
+    Every file that is missing or cannot be read becomes a `ReadProblem`; its table is left
+    out of `tables`. The manifest is `{}` when it cannot be read.
+    """
+    if not isinstance(ref, DeliveryRef):
+        ref = ref_from_path(ref)
+    problems: list[ReadProblem] = []
+    if not ref.path.is_dir():
+        problems.append(ReadProblem(".", "file_missing", f"no delivery folder at {ref.path}"))
+        return Delivery(ref, {}, {}, {}, _combined_hash([]), problems=problems)
+
+    manifest: dict = {}
+    try:
+        manifest = read_manifest(ref)
+    except UnreadableFile as exc:
+        problems.append(ReadProblem(MANIFEST, exc.rule, _tail(str(exc))))
+    hashes: dict[str, str] = {}
+    # An invalid manifest is hashed too (fixing it changes the content); a missing or
+    # unreadable one is reported above.
+    with contextlib.suppress(OSError):
+        hashes[MANIFEST] = sha256_file(ref.path / MANIFEST)
+
+    files = _table_files(ref)
+    tables, extra, extra_frames, missing, errors = {}, {}, {}, {}, {}
+    for table in TABLES:
+        if table not in files:
+            problems.append(
+                ReadProblem(
+                    f"{table}.csv",
+                    "file_missing",
+                    f"missing: neither {table}.csv nor {table}.parquet is in the folder",
+                )
+            )
+            continue
+        path = files[table]
+        if path.suffix == ".csv" and (ref.path / f"{table}.parquet").exists():
+            problems.append(
+                ReadProblem(
+                    path.name,
+                    "ambiguous_file",
+                    f"both {table}.csv and {table}.parquet are present; deliver one of them",
+                )
+            )
+        try:
+            data = path.read_bytes()  # read once: hashed here, parsed below
+        except OSError as exc:
+            problems.append(
+                ReadProblem(path.name, "unreadable", f"cannot be read ({exc.strerror})")
+            )
+            continue
+        hashes[path.name] = hashlib.sha256(data).hexdigest()
+        where = f"force {ref.force}, delivery {ref.extract_date}, file {path.name}"
+        try:
+            t = _load_table(path, table, where, data)
+        except UnreadableFile as exc:
+            problems.append(ReadProblem(path.name, exc.rule, _tail(str(exc)), tuple(exc.rows)))
+            continue
+        tables[table] = t.frame
+        if t.extra.width:
+            extra[table] = t.extra.columns
+            extra_frames[table] = t.extra
+        if t.missing:
+            missing[table] = t.missing
+        for column, rows in t.errors.items():
+            errors[(table, column)] = rows
+
+    known = {MANIFEST, *(p.name for p in files.values())}
+    others = sorted(p.name for p in ref.path.iterdir() if p.name not in known)
+    # Same order as delivery_content_hash: manifest first, then table files by name.
+    ordered = sorted(hashes.items(), key=lambda item: (item[0] != MANIFEST, item[0]))
+    return Delivery(
+        ref=ref,
+        manifest=manifest,
+        tables=tables,
+        files=files,
+        content_sha256=_combined_hash(ordered),
+        extra_columns=extra,
+        missing_columns=missing,
+        parse_errors=errors,
+        extra_frames=extra_frames,
+        file_sha256=hashes,
+        problems=problems,
+        other_files=others,
+    )
+
+
+def _tail(message: str) -> str:
+    """The part of a `where: problem` message after the location."""
+    return message.split(": ", 1)[1] if ": " in message else message
 
 
 def read_delivery(ref: DeliveryRef | str | Path) -> Delivery:
@@ -219,34 +458,14 @@ def read_delivery(ref: DeliveryRef | str | Path) -> Delivery:
     Raises DeliveryError for a missing or unreadable manifest or table; column-level problems
     (extra, missing, unparseable cells) are recorded on the Delivery for the validator.
     """
-    if not isinstance(ref, DeliveryRef):
-        ref = ref_from_path(ref)
-    manifest = read_manifest(ref)
-    files = _table_files(ref)
-    tables, extra, missing, errors = {}, {}, {}, {}
-    for table in TABLES:
-        where = f"force {ref.force}, delivery {ref.extract_date}, file {table}.csv"
-        if table not in files:
-            raise DeliveryError(f"{where}: missing (neither {table}.csv nor {table}.parquet)")
-        where = f"force {ref.force}, delivery {ref.extract_date}, file {files[table].name}"
-        df, x, m, e = read_table(files[table], table, where)
-        tables[table] = df
-        if x:
-            extra[table] = x
-        if m:
-            missing[table] = m
-        for column, rows in e.items():
-            errors[(table, column)] = rows
-    return Delivery(
-        ref=ref,
-        manifest=manifest,
-        tables=tables,
-        files=files,
-        content_sha256=delivery_content_hash(ref),
-        extra_columns=extra,
-        missing_columns=missing,
-        parse_errors=errors,
-    )
+    delivery = load_delivery(ref)
+    if delivery.problems:
+        p = delivery.problems[0]
+        r = delivery.ref
+        raise DeliveryError(
+            f"force {r.force}, delivery {r.extract_date}, file {p.file}: {p.message}"
+        )
+    return delivery
 
 
 def parse_iso_date(value: object) -> dt.date | None:

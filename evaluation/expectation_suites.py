@@ -1,0 +1,556 @@
+"""The extract contract's single-table rules as great-expectations (GX 1.x) suites.
+
+`build_suites()` derives one suite per table from `evaluation.schema` (columns exist, not
+null where required, enums, ranges, unique keys, the person_id format, the conditional
+requirements and the within-row orders). `python -m evaluation.expectation_suites` writes
+them to `expectations/<table>.json`; a test keeps those files equal to `build_suites()`, so
+the schema stays the one source.
+
+Suites are plain dicts in GX's own serialised form (a test round-trips them through
+`gx.ExpectationSuite`), built without importing GX, which takes seconds. Every expectation
+carries `meta = {"rule", "severity", "description"}`: `severity` "error" blocks a delivery,
+"warning" does not; `description` is the sentence a person reads when the rule fails.
+
+Two executors run the suites on typed polars frames and return the same
+`ExpectationOutcome`s: `run_suites_gx[_many]` (great-expectations on pandas, the reference)
+and `run_suites_polars[_many]` (vectorised polars expressions of the same JSON). GX spends
+about 10 ms of Python per expectation whatever the rows (about 1 s for a delivery's 115), so
+`run_suites_gx_many` stacks the same table of many deliveries into one batch and validates it
+once. A test holds the two executors to identical outcomes on every broken delivery of the
+test corpus.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from evaluation.schema import SCHEMA_VERSION, TABLE_COLUMNS, TABLES, Column
+
+SUITE_DIR = Path(__file__).resolve().parents[1] / "expectations"
+EXAMPLES = 5  # example row numbers kept per failed expectation
+GX_SEVERITY = {"error": "critical", "warning": "warning"}
+# COMPLETE gives every failing row index (BASIC gives none, SUMMARY only the first few of a
+# stacked batch); cell values are left out, so GX results never hold an identifier the
+# guard is looking for, and so is the index query string, which grows with the failures.
+GX_RESULT_FORMAT = {
+    "result_format": "COMPLETE",
+    "exclude_unexpected_values": True,
+    "return_unexpected_index_query": False,
+}
+
+
+def _expectation(
+    type_: str,
+    kwargs: dict,
+    rule: str,
+    description: str,
+    severity: str = "error",
+    column: str | None = None,
+) -> dict:
+    meta = {"rule": rule, "severity": severity, "description": description}
+    if column is not None:  # multi-column expectations say which column a finding is about
+        meta["column"] = column
+    return {"type": type_, "kwargs": kwargs, "meta": meta, "severity": GX_SEVERITY[severity]}
+
+
+def _is(column: str, value: bool) -> dict:
+    return {"type": "comparison", "column": {"name": column}, "operator": "==", "parameter": value}
+
+
+def _null(column: str, is_null: bool) -> dict:
+    return {"type": "nullity", "column": {"name": column}, "is_null": is_null}
+
+
+def _column_expectations(table: str, col: Column) -> list[dict]:
+    name = col.name
+    out = [
+        _expectation(
+            "expect_column_to_exist",
+            {"column": name},
+            "column_present",
+            f"{table} must have a column named {name}"
+            + (
+                "" if col.required else " (optional values, but the column is part of the contract)"
+            ),
+            "error" if col.required else "warning",
+        )
+    ]
+    if col.required:
+        out.append(
+            _expectation(
+                "expect_column_values_to_not_be_null",
+                {"column": name},
+                "required",
+                f"{name} is required: empty cells are not allowed",
+            )
+        )
+    if col.enum is not None:
+        allowed = ", ".join(str(v) for v in col.enum)
+        out.append(
+            _expectation(
+                "expect_column_values_to_be_in_set",
+                {"column": name, "value_set": list(col.enum)},
+                "enum",
+                f"{name} must be one of: {allowed}",
+            )
+        )
+    if col.min is not None or col.max is not None:
+        kwargs: dict = {"column": name}
+        if col.min is not None:
+            kwargs["min_value"] = col.min
+        if col.max is not None:
+            kwargs["max_value"] = col.max
+        if col.max is None:
+            bounds = f"at least {col.min}"
+        elif col.min is None:
+            bounds = f"at most {col.max}"
+        else:
+            bounds = f"between {col.min} and {col.max}"
+        out.append(
+            _expectation(
+                "expect_column_values_to_be_between",
+                kwargs,
+                "range",
+                f"{name} must be {bounds}",
+            )
+        )
+    if col.unique:
+        out.append(
+            _expectation(
+                "expect_column_values_to_be_unique",
+                {"column": name},
+                "unique_key",
+                f"{name} is the key of {table}: each value must appear once",
+            )
+        )
+    if col.pattern is not None:
+        out.append(
+            _expectation(
+                "expect_column_values_to_match_regex",
+                {"column": name, "regex": col.pattern},
+                "id_format",
+                f"{name} must be a pseudonym of 8 to 64 letters, digits, '_' or '-'",
+            )
+        )
+    return out
+
+
+def _row_rules(table: str) -> list[dict]:
+    """The contract's within-row rules of one table (conditional requirements and orders)."""
+    if table == "people":
+        return [
+            _expectation(
+                "expect_column_values_to_not_be_null",
+                {
+                    "column": "management_end_reason",
+                    "row_condition": _null("management_end", False),
+                },
+                "end_reason_when_ended",
+                "management_end_reason is required where management_end is given",
+            ),
+            _expectation(
+                "expect_column_values_to_be_null",
+                {
+                    "column": "management_end_reason",
+                    "row_condition": _null("management_end", True),
+                },
+                "no_end_reason_unless_ended",
+                "management_end_reason must be empty where management_end is empty",
+            ),
+            _expectation(
+                "expect_column_pair_values_a_to_be_greater_than_b",
+                {
+                    "column_A": "management_end",
+                    "column_B": "management_start",
+                    "or_equal": True,
+                    "ignore_row_if": "either_value_is_missing",
+                },
+                "management_end_after_start",
+                "management_end must not be before management_start",
+                column="management_end",
+            ),
+            _expectation(
+                "expect_column_pair_values_a_to_be_greater_than_b",
+                {
+                    "column_A": "prior_convictions",
+                    "column_B": "prior_sexual_convictions",
+                    "or_equal": True,
+                    "ignore_row_if": "either_value_is_missing",
+                },
+                "prior_sexual_within_prior",
+                "prior_sexual_convictions must not exceed prior_convictions",
+                column="prior_sexual_convictions",
+            ),
+        ]
+    if table == "events":
+        return [
+            _expectation(
+                "expect_column_values_to_not_be_null",
+                {"column": "disposal_date", "row_condition": _is("proven", True)},
+                "disposal_when_proven",
+                "disposal_date is required where proven is true",
+            ),
+            _expectation(
+                "expect_column_values_to_be_null",
+                {"column": "disposal_date", "row_condition": _is("proven", False)},
+                "no_disposal_unless_proven",
+                "disposal_date must be empty where proven is false",
+            ),
+            _expectation(
+                "expect_column_pair_values_a_to_be_greater_than_b",
+                {
+                    "column_A": "disposal_date",
+                    "column_B": "event_date",
+                    "or_equal": True,
+                    "ignore_row_if": "either_value_is_missing",
+                },
+                "disposal_after_event",
+                "disposal_date must not be before event_date",
+                column="disposal_date",
+            ),
+        ]
+    if table == "circumstances":
+        return [
+            _expectation(
+                "expect_compound_columns_to_be_unique",
+                {
+                    "column_list": ["person_id", "record_date"],
+                    "ignore_row_if": "any_value_is_missing",
+                },
+                "unique_person_date",
+                "one record per person and record_date",
+                column="person_id, record_date",
+            )
+        ]
+    return []
+
+
+def build_suites() -> dict[str, dict]:
+    """One GX 1.x ExpectationSuite (as its JSON dict) per extract table, from the schema."""
+    suites = {}
+    for table in TABLES:
+        expectations = [e for c in TABLE_COLUMNS[table] for e in _column_expectations(table, c)]
+        suites[table] = {
+            "name": table,
+            "id": None,
+            "expectations": expectations + _row_rules(table),
+            "meta": {
+                "great_expectations_version": version("great_expectations"),
+                "extract_spec_version": SCHEMA_VERSION,
+                "generated_by": "python -m evaluation.expectation_suites",
+            },
+            "notes": None,
+        }
+    return suites
+
+
+def suite_text(suite: dict) -> str:
+    """The committed file's text: stable key order and indentation, so diffs stay readable."""
+    return json.dumps(suite, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_suites(directory: Path = SUITE_DIR) -> list[Path]:
+    """Write `expectations/<table>.json` from `build_suites()`; returns the paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for table, suite in build_suites().items():
+        path = directory / f"{table}.json"
+        path.write_text(suite_text(suite), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def load_suites(directory: Path = SUITE_DIR) -> dict[str, dict]:
+    """The committed suites; `build_suites()` (equal by test) where the folder is not present,
+    as in an installed wheel."""
+    if not directory.is_dir():
+        return build_suites()
+    return {t: json.loads((directory / f"{t}.json").read_text(encoding="utf-8")) for t in TABLES}
+
+
+# --- running suites -----------------------------------------------------------------------
+
+
+@dataclass
+class ExpectationOutcome:
+    """What one expectation found in one table.
+
+    `examples` are 1-based data-row numbers (at most EXAMPLES); `skipped` is set when a column
+    the expectation needs is not in the file (its `column_present` outcome reports that);
+    `exception` holds an executor failure, which the validator reports as blocking.
+    """
+
+    table: str
+    type: str
+    column: str | None
+    rule: str
+    severity: str
+    description: str
+    success: bool
+    unexpected_count: int = 0
+    examples: list[int] = field(default_factory=list)
+    skipped: bool = False
+    exception: str | None = None
+    row_condition: dict | None = None  # the rows the expectation applies to (None: all)
+
+
+def referenced_columns(expectation: dict) -> list[str]:
+    """Every column an expectation reads, its row condition included."""
+    kw = expectation["kwargs"]
+    cols = [kw[k] for k in ("column", "column_A", "column_B") if k in kw]
+    cols += kw.get("column_list", [])
+    cond = kw.get("row_condition")
+    if isinstance(cond, dict) and "column" in cond:
+        cols.append(cond["column"]["name"])
+    return cols
+
+
+def _outcome(table: str, e: dict, **kw) -> ExpectationOutcome:
+    meta = e["meta"]
+    return ExpectationOutcome(
+        table=table,
+        type=e["type"],
+        column=meta.get("column", e["kwargs"].get("column")),
+        rule=meta["rule"],
+        severity=meta["severity"],
+        description=meta["description"],
+        row_condition=e["kwargs"].get("row_condition"),
+        **kw,
+    )
+
+
+def _runnable(table: str, frame: pl.DataFrame, suite: dict):
+    """Split a suite into expectations to run and outcomes for those that cannot run."""
+    run, skipped = [], []
+    for e in suite["expectations"]:
+        absent = [c for c in referenced_columns(e) if c not in frame.columns]
+        if absent and e["type"] != "expect_column_to_exist":
+            skipped.append(_outcome(table, e, success=True, skipped=True))
+        else:
+            run.append(e)
+    return run, skipped
+
+
+def _key(e: dict) -> tuple:
+    return (e["type"], e["meta"]["rule"], json.dumps(referenced_columns(e)))
+
+
+BATCH_COLUMN = "__delivery__"  # which delivery a row of a stacked GX batch came from
+
+
+def _per_delivery(e: dict) -> dict:
+    """The expectation as it must read on deliveries stacked into one frame: keys are unique
+    within a delivery, so uniqueness is checked on (delivery, key). Row-wise rules are
+    unchanged."""
+    kw = e["kwargs"]
+    if e["type"] == "expect_column_values_to_be_unique":
+        # GX's column uniqueness ignores empty cells: so does any_value_is_missing.
+        kw = {"column_list": [BATCH_COLUMN, kw["column"]], "ignore_row_if": "any_value_is_missing"}
+    elif e["type"] == "expect_compound_columns_to_be_unique":
+        kw = {**kw, "column_list": [BATCH_COLUMN, *kw["column_list"]]}
+    else:
+        return e
+    return {**e, "type": "expect_compound_columns_to_be_unique", "kwargs": kw}
+
+
+def run_suites_gx(
+    frames: dict[str, pl.DataFrame], suites: dict[str, dict]
+) -> list[ExpectationOutcome]:
+    """Validate one delivery's typed polars frames (columns absent from the file left out)
+    with great-expectations."""
+    return run_suites_gx_many([frames], suites)[0]
+
+
+def run_suites_gx_many(
+    deliveries: list[dict[str, pl.DataFrame]], suites: dict[str, dict]
+) -> list[list[ExpectationOutcome]]:
+    """Validate many deliveries with GX; returns each delivery's outcomes.
+
+    GX spends about 10 ms of Python per expectation whatever the rows, so the same table of
+    every delivery (with the same columns) is stacked into one pandas batch and validated
+    once against its suite, uniqueness being checked per delivery; the failing row indexes
+    (result_format COMPLETE, without cell values) are split back by delivery. One ephemeral
+    GX context serves all tables.
+    """
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx  # slow import: only when validating
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = context.data_sources.add_pandas("deliveries")
+    results: list[list[ExpectationOutcome]] = [[] for _ in deliveries]
+    for table in TABLES:
+        groups: dict[tuple, list[int]] = {}
+        for i, frames in enumerate(deliveries):
+            if table in frames:
+                groups.setdefault(tuple(frames[table].schema.items()), []).append(i)
+        for g, members in enumerate(groups.values()):
+            parts = [deliveries[i][table] for i in members]
+            run, skipped = _runnable(table, parts[0], suites[table])
+            for i in members:
+                results[i] += skipped
+            if not run:
+                continue
+            stacked = pl.concat(
+                [
+                    f.with_columns(pl.lit(k, pl.UInt32).alias(BATCH_COLUMN))
+                    for k, f in enumerate(parts)
+                ]
+            )
+            bounds = np.cumsum([0] + [f.height for f in parts])
+            batch = (
+                source.add_dataframe_asset(f"{table}_{g}")
+                .add_batch_definition_whole_dataframe(table)
+                .get_batch(batch_parameters={"dataframe": stacked.to_pandas()})
+            )
+            stacked_run = [_per_delivery(e) for e in run]
+            suite = gx.ExpectationSuite(name=f"{table}_{g}", expectations=stacked_run)
+            result = batch.validate(suite, result_format=GX_RESULT_FORMAT)
+            # GX returns results in its own order: put them back in the suite's.
+            position = {_key(e): n for n, e in enumerate(stacked_run)}
+            by_member: list[list] = [[None] * len(run) for _ in members]
+            for r in result.results:
+                n = position[_key(r.expectation_config.to_json_dict())]
+                for k, outcome in enumerate(_split(table, run[n], r, bounds)):
+                    by_member[k][n] = outcome
+            for k, i in enumerate(members):
+                results[i] += by_member[k]
+    return results
+
+
+def _split(table: str, e: dict, r, bounds: np.ndarray) -> list[ExpectationOutcome]:
+    """One GX result on a stacked batch as each stacked delivery's outcome."""
+    parts = range(len(bounds) - 1)
+    info = r.exception_info or {}
+    if info.get("raised_exception"):
+        message = str(info.get("exception_message"))
+        return [_outcome(table, e, success=False, exception=message) for _ in parts]
+    if e["type"] == "expect_column_to_exist":
+        ok = bool(r.success)
+        return [_outcome(table, e, success=ok, unexpected_count=int(not ok)) for _ in parts]
+    index = np.sort(np.asarray((r.result or {}).get("unexpected_index_list") or [], np.int64))
+    out = []
+    for k in parts:
+        rows = index[(index >= bounds[k]) & (index < bounds[k + 1])] - bounds[k]
+        out.append(
+            _outcome(
+                table,
+                e,
+                success=rows.size == 0,
+                unexpected_count=int(rows.size),
+                examples=[int(x) + 1 for x in rows[:EXAMPLES]],
+            )
+        )
+    return out
+
+
+def row_condition_expr(cond: dict | None) -> pl.Expr:
+    """A GX structured row condition (comparison or nullity) as a polars expression."""
+    if cond is None:
+        return pl.lit(True)
+    col = pl.col(cond["column"]["name"])
+    if cond["type"] == "nullity":
+        return col.is_null() if cond["is_null"] else col.is_not_null()
+    if cond["type"] == "comparison" and cond["operator"] == "==":
+        return (col == cond["parameter"]).fill_null(False)
+    raise NotImplementedError(f"row condition {cond}")
+
+
+def _failing(e: dict) -> pl.Expr:
+    """A boolean expression: True where a row fails the expectation (GX's semantics)."""
+    kw = e["kwargs"]
+    t = e["type"]
+    c = pl.col(kw["column"]) if "column" in kw else None
+    if t == "expect_column_values_to_not_be_null":
+        fail = c.is_null()
+    elif t == "expect_column_values_to_be_null":
+        fail = c.is_not_null()
+    elif t == "expect_column_values_to_be_in_set":
+        fail = c.is_not_null() & ~c.is_in(kw["value_set"])
+    elif t == "expect_column_values_to_be_between":
+        fail = pl.lit(False)
+        if "min_value" in kw:
+            fail = fail | (c < kw["min_value"])
+        if "max_value" in kw:
+            fail = fail | (c > kw["max_value"])
+        fail = c.is_not_null() & fail
+    elif t == "expect_column_values_to_be_unique":
+        fail = c.is_not_null() & c.is_duplicated()
+    elif t == "expect_column_values_to_match_regex":
+        fail = c.is_not_null() & ~c.str.contains(kw["regex"])
+    elif t == "expect_column_pair_values_a_to_be_greater_than_b":
+        if kw.get("ignore_row_if") != "either_value_is_missing":
+            raise NotImplementedError(f"{t} with ignore_row_if={kw.get('ignore_row_if')}")
+        a, b = pl.col(kw["column_A"]), pl.col(kw["column_B"])
+        fail = a.is_not_null() & b.is_not_null() & ((a < b) if kw.get("or_equal") else (a <= b))
+    elif t == "expect_compound_columns_to_be_unique":
+        cols = [pl.col(x) for x in kw["column_list"]]
+        kept = {
+            "never": pl.lit(True),
+            "any_value_is_missing": pl.all_horizontal([x.is_not_null() for x in cols]),
+            "all_values_are_missing": pl.any_horizontal([x.is_not_null() for x in cols]),
+        }[kw.get("ignore_row_if", "never")]
+        # Ignored rows get their row number as a tie-breaker, so they are never duplicates.
+        tie = pl.when(kept).then(None).otherwise(pl.int_range(pl.len()))
+        fail = kept & pl.struct([*cols, tie.alias("_tie")]).is_duplicated()
+    else:
+        raise NotImplementedError(t)
+    return fail & row_condition_expr(kw.get("row_condition"))
+
+
+def run_suites_polars_many(
+    deliveries: list[dict[str, pl.DataFrame]], suites: dict[str, dict]
+) -> list[list[ExpectationOutcome]]:
+    """`run_suites_polars` for each delivery (polars has no per-call overhead to share)."""
+    return [run_suites_polars(frames, suites) for frames in deliveries]
+
+
+def run_suites_polars(
+    frames: dict[str, pl.DataFrame], suites: dict[str, dict]
+) -> list[ExpectationOutcome]:
+    """The same outcomes as `run_suites_gx`, computed with vectorised polars expressions."""
+    outcomes: list[ExpectationOutcome] = []
+    for table, frame in frames.items():
+        run, skipped = _runnable(table, frame, suites[table])
+        outcomes += skipped
+        maps = [e for e in run if e["type"] != "expect_column_to_exist"]
+        masks = frame.select([_failing(e).alias(str(i)) for i, e in enumerate(maps)])
+        failing = iter(masks.get_columns())
+        for e in run:
+            if e["type"] == "expect_column_to_exist":
+                ok = e["kwargs"]["column"] in frame.columns
+                outcomes.append(_outcome(table, e, success=ok, unexpected_count=0 if ok else 1))
+                continue
+            rows = next(failing).arg_true()
+            outcomes.append(
+                _outcome(
+                    table,
+                    e,
+                    success=rows.len() == 0,
+                    unexpected_count=rows.len(),
+                    examples=(rows.head(EXAMPLES) + 1).to_list(),
+                )
+            )
+    return outcomes
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the suites into `expectations/` (or the folder given)."""
+    argv = sys.argv[1:] if argv is None else argv
+    directory = Path(argv[0]) if argv else SUITE_DIR
+    for path in write_suites(directory):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
