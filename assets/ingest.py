@@ -6,6 +6,7 @@ extract contract (great-expectations suites included) and records the report. No
 here ever modifies, moves or deletes a delivery file.
 """
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -73,25 +74,32 @@ def previous_good_ref(study: StudyResource, ref: DeliveryRef) -> DeliveryRef | N
     return None
 
 
-def validate_and_record(study: StudyResource, ref: DeliveryRef) -> dict:
-    """Run every contract rule on one delivery and store the report (JSON) beside the others."""
-    from evaluation.validation import validate_delivery
-
-    previous = None
-    prev_ref = previous_good_ref(study, ref)
-    if prev_ref is not None:
-        try:
-            previous = read_delivery(prev_ref)
-        except DeliveryError:
-            previous = None
-    report, _ = validate_delivery(ref, study.cfg, previous=previous)
-    doc = report.to_dict()
+def record_report(study: StudyResource, ref: DeliveryRef, doc: dict) -> None:
+    """Store a delivery's validation report (JSON) beside the others: write, then rename."""
     path = report_path(study, ref)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
     os.replace(tmp, path)
-    return doc
+
+
+def validate_and_record(study: StudyResource, refs: list[DeliveryRef]) -> list[dict]:
+    """Run every contract rule on deliveries (in one great-expectations batch) and store
+    each report. Each delivery is compared with its force's previous good delivery."""
+    from evaluation.validation import validate_deliveries
+
+    previous = {}
+    for ref in refs:
+        prev_ref = previous_good_ref(study, ref)
+        if prev_ref is not None and ref.force not in previous:
+            with contextlib.suppress(DeliveryError):
+                previous[ref.force] = read_delivery(prev_ref)
+    docs = []
+    for ref, (report, _) in zip(refs, validate_deliveries(refs, study.cfg, previous), strict=True):
+        doc = report.to_dict()
+        record_report(study, ref, doc)
+        docs.append(doc)
+    return docs
 
 
 @dg.asset_check(
@@ -105,7 +113,7 @@ def delivery_conforms(
     context: dg.AssetCheckExecutionContext, study: StudyResource
 ) -> dg.AssetCheckResult:
     ref = ref_for_key(study, context.partition_key)
-    doc = validate_and_record(study, ref)
+    (doc,) = validate_and_record(study, [ref])
     findings = doc.get("findings", [])
     errors = [f for f in findings if f["severity"] == "error"]
     warnings = [f for f in findings if f["severity"] == "warning"]

@@ -24,14 +24,20 @@ def delivery_status(
     from evaluation.deliveries import data_quality_table, resolve_in_use
     from evaluation.validation import ValidationReport
 
-    reports = []
-    for ref in discover_deliveries(study.drop):
+    refs = discover_deliveries(study.drop)
+    docs, todo = {}, []
+    for ref in refs:
         path = report_path(study, ref)
-        # A delivery not yet validated (or changed since) is validated here by the same code.
         doc = json.loads(path.read_text()) if path.exists() else None
         if doc is None or doc.get("path") != str(ref.path) or _changed(doc, ref):
-            doc = validate_and_record(study, ref)
-        reports.append(ValidationReport.from_dict(doc))
+            todo.append(ref)
+        else:
+            docs[ref.key] = doc
+    if todo:
+        # Deliveries not yet validated (or changed since) are validated here by the same code.
+        context.log.info(f"validating {len(todo)} new or changed deliveries")
+        docs.update(zip([r.key for r in todo], validate_and_record(study, todo), strict=True))
+    reports = [ValidationReport.from_dict(docs[ref.key]) for ref in refs]
     statuses = resolve_in_use(study.cfg, reports)
     table = data_quality_table(reports, statuses)
     stale = [s for s in statuses if s.stale]
