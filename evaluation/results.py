@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 METHODS = (
     "km",
     "aalen_johansen",
@@ -116,3 +118,26 @@ def write_json_atomic(doc: dict[str, Any], path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+# The polars schema of an Estimate row: the `*_results` assets' columns, in results.json order.
+ESTIMATE_SCHEMA: dict[str, pl.DataType] = {
+    "outcome": pl.String(),
+    "method": pl.String(),
+    "term": pl.String(),
+    "measure": pl.String(),
+    "estimate": pl.Float64(),
+    "ci_low": pl.Float64(),
+    "ci_high": pl.Float64(),
+    "p_value": pl.Float64(),
+    "n": pl.Int64(),
+    "events": pl.Int64(),
+    "weighting": pl.String(),
+    "inference": pl.String(),
+}
+
+
+def estimates_frame(rows: list[Estimate]) -> pl.DataFrame:
+    """Estimate rows as a polars frame with the columns of ESTIMATE_SCHEMA (also when empty),
+    values as in results.json (`Estimate.to_dict`: NaN and infinities null)."""
+    return pl.DataFrame([e.to_dict() for e in rows], schema=ESTIMATE_SCHEMA)

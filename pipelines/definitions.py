@@ -10,7 +10,7 @@ import os
 
 import dagster as dg
 
-from assets import analysis_tables, ingest, models, reports, validate
+from assets import analysis_tables, ingest, models, outcome_models, reports, validate
 from pipelines.resources import (
     DEFAULT_CONFIG,
     DEFAULT_DROP,
@@ -20,7 +20,7 @@ from pipelines.resources import (
 )
 from pipelines.sensors import build_delivery_sensor
 
-ASSET_MODULES = (ingest, validate, analysis_tables, models, reports)
+ASSET_MODULES = (ingest, validate, analysis_tables, models, outcome_models, reports)
 # Every job writes under the same output folder: the run coordinator runs one at a time
 # (tag_concurrency_limits in config/dagster.yaml), so runs cannot corrupt each other.
 WRITES_OUTPUTS = {"dpf-eval/writes-outputs": "true"}
