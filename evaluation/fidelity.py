@@ -244,6 +244,8 @@ def fidelity_summary(monthly: pl.DataFrame, by_level: pl.DataFrame) -> pl.DataFr
         )
         .pivot(on="risk_level", index=["force", "period"], values="rate")
     )
+    # pivot orders columns by first appearance; fix the order so every run is identical
+    lv = lv.select("force", "period", *[c for c in LEVELS if c in lv.columns])
     lv = lv.rename({c: f"contacts_per_person_month_{c}" for c in lv.columns if c in LEVELS})
     return s.join(lv, on=["force", "period"], how="left").sort(
         "arm", "force", "period", descending=[True, False, True]
