@@ -1,28 +1,185 @@
-"""Survival analyses per outcome (analysis-plan.md analyses 2-3): propensity weights, weighted
-Kaplan-Meier and Aalen-Johansen curves by arm, and the Cox hazard ratio of pilot with the
-covariates, the weights and a variance clustered by force. Returns tidy frames and
-results.json rows; the estimators themselves live in `evaluation.survival`.
+"""Cohort description and survival analyses per outcome (analysis-plan.md analyses 1-4 and 9).
+
+Each public function takes the analysis frame (one row per person, from ``analysis_frame``)
+and the study config and returns a tidy pandas frame; ``survival_estimates`` turns those
+frames into results.json rows. The estimators live in ``evaluation.survival`` (KM,
+Aalen-Johansen, Cox, PH tests, RMST, power), ``evaluation.inference`` (few-cluster
+inference) and ``evaluation.weighting`` (propensity weights, balance); this module decides
+which models are fitted, on which rows, and how their results are reported.
+
+Pipeline order: ``analysis_frame`` -> ``table_one`` | ``survival_curves`` | ``cox_models`` ->
+``proportional_hazards`` | ``few_cluster_inference`` | ``rmst_estimates`` |
+``power_estimates`` -> ``survival_estimates``. ``run_survival_analysis`` runs them all.
+
+Models fitted per outcome (``cox_models``; column ``model``):
+
+* ``primary``: Cox (Efron ties) of pilot + ``analysis.covariates`` with the
+  ``analysis.weighting`` weights, variance clustered by force (R ``coxph(cluster=)``).
+* ``adjusted_unweighted``: the same covariates, no weights, clustered variance (a
+  sensitivity model; also gives the clustering design effect used for power).
+* ``naive_unadjusted``: pilot alone, no covariates, no weights, model-based variance. It is
+  reported so that readers see how much the arms differ before adjustment (confounding).
+
+A binary covariate with no events at one of its levels (say, no sexual reoffence among the
+few women) is left out of that outcome's Cox models (``outcome_covariates``; named in the
+warnings and the ``covariates_left_out`` column) rather than making the fit fail; the
+propensity model keeps it. An outcome's estimates are *usable* only if the primary model
+converged (no infinite coefficient, no singular information) and each arm has at least
+``MIN_EVENTS_PER_ARM`` events. Otherwise every hazard-ratio row of that outcome carries a
+null estimate and the reason is in the frames and asset metadata: a meaningless hazard ratio
+is never reported.
+
+results.json rows written here (``Estimate``; ``n`` and ``events`` are unweighted counts):
+
+=============== ================================ ============== =============================
+method          measure                          term           inference
+=============== ================================ ============== =============================
+km              survival_at_horizon              pilot, compar. null (pointwise log-log CI)
+aalen_johansen  cumulative_incidence_at_horizon  pilot, compar. null (pointwise log-log CI)
+cox             hazard_ratio                     pilot          see below
+rmst            rmst_difference                  pilot          cluster_robust | greenwood
+power           min_detectable_hr                pilot          null | design_effect
+=============== ================================ ============== =============================
+
+``weighting`` is ``analysis.weighting`` on every row except ``naive_unadjusted`` ("none").
+The per-arm KM / Aalen-Johansen intervals treat people as independent (they ignore
+clustering by force).
+
+``cox`` rows (the pilot hazard ratio of the primary model, one row per inference; the same
+point estimate, different p-value and interval):
+
+* ``permutation``: randomisation inference over which forces are pilots
+  (``inference.permutation_test``, score statistic, interval by test inversion, person
+  weights held fixed). The default headline.
+* ``wild_cluster_bootstrap``: restricted wild cluster score bootstrap with Webb weights,
+  interval by test inversion; the p-value is at least 1 / (draws + 1), never 0.
+* ``cluster_robust``: the sandwich variance clustered by force, normal interval (too narrow
+  with few forces; shown for comparison).
+* ``jackknife_crv3``: delete-one-force jackknife variance, t with G - 1 df.
+* ``naive_unadjusted`` (``weighting: "none"``): pilot alone, model-based variance.
+
+An outcome without a usable model keeps all five rows, with null estimate, interval and
+p-value (``n`` and ``events`` still filled).
+
+The headline is the row whose ``inference`` is ``headline_inference(cfg)``: the mapping
+from ``analysis.cluster_inference`` is ``INFERENCE_NAMES`` (``permutation`` ->
+``permutation``, ``wild_bootstrap`` -> ``wild_cluster_bootstrap``). Within an outcome the
+headline row comes first among the cox rows. Leave-one-force-out estimates are not results
+rows: they are in ``few_cluster_inference``'s frame (``inference == "leave_one_force_out"``)
+and its metadata.
+
+``rmst`` rows: RMST (days) of pilot minus comparison up to ``analysis.horizon_days`` from
+the (weighted) KM curves; ``cluster_robust`` sums each person's influence on the RMST by
+force (sandwich with the factor G/(G-1), t interval with G - 1 df: unlike the cox
+``cluster_robust`` row, which follows R's coxph with no factor and a normal interval),
+``greenwood`` is the person-level plug-in variance (ignores clustering). Null when the
+horizon lies beyond the last follow-up time of an arm.
+
+``power`` rows: observed events and the Schoenfeld minimum detectable (protective) hazard
+ratio at 80 % power, 5 % two-sided, with the observed share of people in pilot forces
+(inference null); ``design_effect`` divides the events by the clustering design effect of
+the pilot coefficient (cluster-robust over model-based variance of the adjusted unweighted
+model, at least 1): an estimate from few forces, itself uncertain.
 """
 
 from __future__ import annotations
 
+import math
+import time as _time
+from dataclasses import dataclass, field
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import polars as pl
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 from evaluation.cohort import model_frame
 from evaluation.config import OUTCOMES, StudyConfig
+from evaluation.inference import jackknife, permutation_test, wild_cluster_bootstrap
 from evaluation.results import Estimate
-from evaluation.survival import aalen_johansen, fit_cox, kaplan_meier
-from evaluation.weighting import propensity_weights
+from evaluation.survival import (
+    aalen_johansen,
+    events_needed,
+    fit_cox,
+    kaplan_meier,
+    min_detectable_hr,
+    ph_test,
+    rmst_difference,
+    time_interaction_test,
+)
+from evaluation.weighting import balance_table, balance_verdict, propensity_weights
 
 ARMS = ("pilot", "comparison")
+WEIGHTING_METHODS = ("none", "iptw_att", "iptw_ate", "overlap")
+# analysis.cluster_inference -> the `inference` name of the headline cox row
+INFERENCE_NAMES = {"permutation": "permutation", "wild_bootstrap": "wild_cluster_bootstrap"}
+COX_INFERENCES = ("permutation", "wild_cluster_bootstrap", "cluster_robust", "jackknife_crv3")
+MIN_EVENTS_PER_ARM = 10  # fewer events in an arm: no hazard ratio is reported
+BALANCE_THRESHOLD = 0.1
+POWER, ALPHA = 0.8, 0.05
+
+__all__ = [
+    "ARMS",
+    "COX_INFERENCES",
+    "INFERENCE_NAMES",
+    "MIN_EVENTS_PER_ARM",
+    "SurvivalAnalysis",
+    "analysis_frame",
+    "at_horizon",
+    "cox_models",
+    "few_cluster_inference",
+    "headline_inference",
+    "outcome_covariates",
+    "power_estimates",
+    "proportional_hazards",
+    "rmst_estimates",
+    "run_survival_analysis",
+    "survival_curves",
+    "survival_estimates",
+    "table_one",
+]
+
+
+def headline_inference(cfg: StudyConfig) -> str:
+    """The ``inference`` value of the headline cox row for this study's configuration."""
+    return INFERENCE_NAMES[cfg.analysis.cluster_inference]
+
+
+def _weighted(cfg: StudyConfig) -> bool:
+    return cfg.analysis.weighting != "none"
+
+
+def _outcome_arrays(df: pd.DataFrame, outcome: str) -> tuple[np.ndarray, np.ndarray]:
+    return (
+        df[f"{outcome}_time"].to_numpy(dtype=float),
+        (df[f"{outcome}_status"] == 1).to_numpy(),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Analysis frame and Table 1
+# --------------------------------------------------------------------------------------------
 
 
 def analysis_frame(cohort: pl.DataFrame, cfg: StudyConfig) -> tuple[pd.DataFrame, dict]:
-    """Complete cases with their propensity weights (column `weight`) and the diagnostics."""
+    """Complete cases on the covariates with their propensity weights and the diagnostics.
+
+    Adds ``weight`` (``analysis.weighting``, truncated at ``analysis.weight_truncation``;
+    all 1 for ``none``) and ``propensity`` (statsmodels logistic model of pilot on
+    ``analysis.covariates``). The diagnostics (``weighting.propensity_weights``) gain
+    ``rows_in_cohort`` and ``rows_dropped_missing_covariates``.
+    """
     covs = list(cfg.analysis.covariates)
     df = model_frame(cohort, covs).to_pandas()
+    arms = {arm: sorted(df.loc[df["arm"] == arm, "force"].unique()) for arm in ARMS}
+    if not arms["pilot"] or not arms["comparison"]:
+        raise ValueError(
+            "the analysis needs people with complete covariates in both arms; pilot forces: "
+            f"{arms['pilot'] or 'none'}, comparison forces: {arms['comparison'] or 'none'} "
+            f"({cohort.height} people in the cohort, {len(df)} with complete covariates)"
+        )
     weights, propensity, diagnostics = propensity_weights(
         df,
         "pilot",
@@ -32,21 +189,105 @@ def analysis_frame(cohort: pl.DataFrame, cfg: StudyConfig) -> tuple[pd.DataFrame
     )
     df["weight"] = np.asarray(weights, dtype=float)
     df["propensity"] = np.asarray(propensity, dtype=float)
+    diagnostics["rows_in_cohort"] = cohort.height
+    diagnostics["rows_dropped_missing_covariates"] = cohort.height - len(df)
     return df, diagnostics
+
+
+def table_one(df: pd.DataFrame, cfg: StudyConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Table 1 by arm with standardised mean differences before and after weighting.
+
+    Input: the analysis frame. Output (table, summary). The table has one row per covariate:
+    unweighted mean and SD by arm, ``smd_unweighted``, the means by arm under the configured
+    weighting (``wmean_pilot``, ``wmean_comparison``), and the SMD after each weighting
+    option (``smd_iptw_att``, ``smd_iptw_ate``, ``smd_overlap``; weights from the same
+    propensity model and truncation) plus ``smd_weighted`` for the configured one. The SMD
+    denominator is the unweighted pooled SD throughout (``weighting.balance_table``).
+
+    The summary holds ``n`` by arm, ``weighting``, the ``verdict`` (``balance_verdict``
+    on the configured weighting: all |SMD| < 0.1, the failing covariates) and, per weighting
+    option, its verdict, effective sample sizes, truncation and model warnings.
+    """
+    a = cfg.analysis
+    covs = list(a.covariates)
+    base = balance_table(df, "pilot", covs)
+    table = pd.DataFrame(
+        {
+            "covariate": base["covariate"],
+            "mean_pilot": base["mean_treated"],
+            "sd_pilot": base["sd_treated"],
+            "mean_comparison": base["mean_control"],
+            "sd_comparison": base["sd_control"],
+            "smd_unweighted": base["smd_unweighted"],
+        }
+    )
+    methods: dict[str, Any] = {}
+    for method in WEIGHTING_METHODS:
+        diag = None
+        if method == "none":
+            w = np.ones(len(df))
+        else:
+            # the configured method's weights are recomputed (identically) for its diagnostics
+            w, _, diag = propensity_weights(
+                df, "pilot", covs, method=method, truncation=tuple(a.weight_truncation)
+            )
+        bt = balance_table(df, "pilot", covs, weights=w)
+        if method != "none":
+            table[f"smd_{method}"] = bt["smd_weighted"].to_numpy()
+        if method == a.weighting:
+            table["wmean_pilot"] = bt["wmean_treated"].to_numpy()
+            table["wmean_comparison"] = bt["wmean_control"].to_numpy()
+            table["smd_weighted"] = bt["smd_weighted"].to_numpy()
+        verdict = balance_verdict(bt, BALANCE_THRESHOLD)
+        z = df["pilot"].to_numpy() == 1
+        w = np.asarray(w, dtype=float)
+        methods[method] = {
+            "balanced": verdict["balanced"],
+            "max_abs_smd": verdict["max_abs_smd"],
+            "failing": verdict["failing"],
+            "ess_pilot": float(w[z].sum() ** 2 / np.sum(w[z] ** 2)),
+            "ess_comparison": float(w[~z].sum() ** 2 / np.sum(w[~z] ** 2)),
+            "max_weight": float(w.max()),
+            "n_truncated": None if diag is None else diag.get("n_truncated"),
+            "truncation_bounds": None if diag is None else diag.get("truncation"),
+            "propensity_converged": None if diag is None else diag.get("converged"),
+            "warnings": [] if diag is None else list(diag.get("warnings", [])),
+        }
+    # smd_weighted is the configured weighting's (the unweighted SMD for `none`)
+    verdict = {**balance_verdict(table, BALANCE_THRESHOLD), "weighting": a.weighting}
+    summary = {
+        "n": {arm: int((df["arm"] == arm).sum()) for arm in ARMS},
+        "weighting": a.weighting,
+        "truncation_percentiles": list(a.weight_truncation),
+        "verdict": verdict,
+        "methods": methods,
+    }
+    return table, summary
+
+
+# --------------------------------------------------------------------------------------------
+# Curves
+# --------------------------------------------------------------------------------------------
 
 
 def survival_curves(df: pd.DataFrame, cfg: StudyConfig) -> pd.DataFrame:
     """Weighted KM survival and Aalen-Johansen cumulative incidence by arm, every outcome.
 
-    Columns: outcome, arm, estimator (km | aalen_johansen), time, at_risk, value, ci_low,
-    ci_high. Restricted (exact at-risk numbers); disclosure control cuts it for publication.
+    Columns: outcome, arm, estimator (km | aalen_johansen), time, at_risk (weighted), value,
+    ci_low, ci_high, n_at_risk (head count). KM treats competing events as censoring;
+    Aalen-Johansen treats them as competing. Intervals are pointwise log-log and treat people
+    as independent. Restricted (exact at-risk numbers); disclosure control cuts it for
+    publication.
     """
     frames = []
-    weighted = cfg.analysis.weighting != "none"
+    weighted = _weighted(cfg)
+    cols = ["outcome", "arm", "estimator", "time", "at_risk", "value", "ci_low", "ci_high"]
     for outcome in OUTCOMES:
         t, s = f"{outcome}_time", f"{outcome}_status"
         for arm in ARMS:
             sub = df[df["arm"] == arm]
+            if sub.empty:
+                continue
             w = sub["weight"].to_numpy() if weighted else None
             km = kaplan_meier(sub[t].to_numpy(), (sub[s] == 1).to_numpy(), weights=w)
             km = km.rename(columns={"survival": "value"})
@@ -57,56 +298,32 @@ def survival_curves(df: pd.DataFrame, cfg: StudyConfig) -> pd.DataFrame:
             for part in (km, aj):
                 part["outcome"] = outcome
                 part["arm"] = arm
-                frames.append(part[
-                    ["outcome", "arm", "estimator", "time", "at_risk", "value", "ci_low",
-                     "ci_high"]
-                ])
+                frames.append(part[[*cols, "n_at_risk"]])
     return pd.concat(frames, ignore_index=True)
 
 
-def value_at(curves: pd.DataFrame, outcome: str, arm: str, estimator: str, horizon: float):
-    """The step function's value (and CI) at the horizon: the last step at or before it."""
-    c = curves[
-        (curves.outcome == outcome) & (curves.arm == arm) & (curves.estimator == estimator)
-    ]
+def value_at(
+    curves: pd.DataFrame, outcome: str, arm: str, estimator: str, horizon: float
+) -> tuple[float | None, float | None, float | None]:
+    """The step function's value and CI at ``horizon`` (the last step at or before it).
+
+    (None, None, None) when the horizon lies beyond the arm's last follow-up time: the curve
+    is not identified there.
+    """
+    c = curves[(curves.outcome == outcome) & (curves.arm == arm) & (curves.estimator == estimator)]
+    if c.empty or horizon > float(c["time"].max()):
+        return None, None, None
     c = c[c.time <= horizon]
-    if c.empty:
-        start = 1.0 if estimator == "km" else 0.0
-        return start, None, None
     last = c.iloc[-1]
     return float(last.value), float(last.ci_low), float(last.ci_high)
 
 
-def cox_by_outcome(df: pd.DataFrame, cfg: StudyConfig) -> tuple[pd.DataFrame, list[str]]:
-    """Cox model of pilot + covariates per outcome, weighted, variance clustered by force.
+def at_horizon(curves: pd.DataFrame, df: pd.DataFrame, cfg: StudyConfig) -> pd.DataFrame:
+    """Survival (KM) and cumulative incidence (Aalen-Johansen) at the horizon, by arm.
 
-    Returns a tidy frame (outcome, term, coef, hr, se, robust_se, ci, p, n, events,
-    converged) and warnings (convergence, sparse events) for the reports.
+    Columns: outcome, arm, estimator, measure, value, ci_low, ci_high, n, events.
     """
-    covs = list(cfg.analysis.covariates)
-    names = ["pilot", *covs]
-    x = df[names].to_numpy(dtype=float)
-    w = df["weight"].to_numpy() if cfg.analysis.weighting != "none" else None
-    cluster = df["force"].to_numpy()
-    rows, warnings = [], []
-    for outcome in OUTCOMES:
-        time = df[f"{outcome}_time"].to_numpy(dtype=float)
-        event = (df[f"{outcome}_status"] == 1).to_numpy()
-        fit = fit_cox(x, time, event, weights=w, cluster=cluster, names=names)
-        summary = fit.summary()
-        summary.insert(0, "outcome", outcome)
-        summary["n"] = fit.n
-        summary["events"] = fit.events
-        summary["converged"] = fit.converged
-        rows.append(summary)
-        warnings += [f"{outcome}: {msg}" for msg in fit.warnings]
-    return pd.concat(rows, ignore_index=True), warnings
-
-
-def survival_estimates(curves: pd.DataFrame, cox: pd.DataFrame, df: pd.DataFrame,
-                       cfg: StudyConfig) -> list[Estimate]:
-    """results.json rows: survival and cumulative incidence at the horizon per arm, Cox HR."""
-    a = cfg.analysis
+    h = cfg.analysis.horizon_days
     rows = []
     for outcome in OUTCOMES:
         for arm in ARMS:
@@ -116,17 +333,716 @@ def survival_estimates(curves: pd.DataFrame, cox: pd.DataFrame, df: pd.DataFrame
                 ("km", "survival_at_horizon"),
                 ("aalen_johansen", "cumulative_incidence_at_horizon"),
             ):
-                v, lo, hi = value_at(curves, outcome, arm, estimator, a.horizon_days)
-                rows.append(Estimate(outcome, estimator, arm, measure, v, lo, hi, None, n,
-                                     events, a.weighting, None))
-        pilot = cox[(cox.outcome == outcome) & (cox.term == "pilot")].iloc[0]
-        ok = bool(pilot.converged)
-        rows.append(Estimate(
-            outcome, "cox", "pilot", "hazard_ratio",
-            float(pilot.hr) if ok else None,
-            float(pilot.ci_low) if ok else None,
-            float(pilot.ci_high) if ok else None,
-            float(pilot.p) if ok else None,
-            int(pilot.n), int(pilot.events), a.weighting, "cluster_robust",
-        ))
+                v, lo, hi = value_at(curves, outcome, arm, estimator, h)
+                rows.append((outcome, arm, estimator, measure, v, lo, hi, n, events))
+    cols = ["outcome", "arm", "estimator", "measure", "value", "ci_low", "ci_high", "n"]
+    return pd.DataFrame(rows, columns=[*cols, "events"])
+
+
+# --------------------------------------------------------------------------------------------
+# Cox models
+# --------------------------------------------------------------------------------------------
+
+
+def _events_by_arm(df: pd.DataFrame, outcome: str) -> tuple[int, int]:
+    ev = df[f"{outcome}_status"] == 1
+    return int((ev & (df["pilot"] == 1)).sum()), int((ev & (df["pilot"] == 0)).sum())
+
+
+def _usability(converged: bool, ev_pilot: int, ev_comp: int) -> tuple[bool, str]:
+    reasons = []
+    if not converged:
+        reasons.append("the primary Cox model did not converge or has an infinite coefficient")
+    sparse = [
+        f"{arm} {k} events"
+        for arm, k in (("pilot", ev_pilot), ("comparison", ev_comp))
+        if k < MIN_EVENTS_PER_ARM
+    ]
+    if sparse:
+        reasons.append(
+            f"sparse events ({', '.join(sparse)}; fewer than {MIN_EVENTS_PER_ARM} in an arm)"
+        )
+    return not reasons, "; ".join(reasons)
+
+
+def outcome_covariates(df: pd.DataFrame, outcome: str, covariates: list[str]) -> list[str]:
+    """The covariates the outcome model of ``outcome`` can use: a binary covariate with no
+    events at one of its levels (e.g. no sexual reoffence among the few women) would have an
+    infinite coefficient (monotone likelihood) and is left out. Such a covariate stays in
+    the propensity model, so the weights still balance it."""
+    ev = (df[f"{outcome}_status"] == 1).to_numpy()
+    kept = []
+    for c in covariates:
+        x = df[c].to_numpy(dtype=float)
+        binary = np.isin(np.unique(x), (0.0, 1.0)).all()
+        if binary and any(not ev[x == v].any() for v in (0.0, 1.0)):
+            continue
+        kept.append(c)
+    return kept
+
+
+def cox_models(df: pd.DataFrame, cfg: StudyConfig) -> tuple[pd.DataFrame, list[str]]:
+    """The Cox models of every outcome (primary, adjusted_unweighted, naive_unadjusted).
+
+    Output: (frame, warnings). The frame has one row per outcome, model and term: outcome,
+    model, weighting, variance (cluster_robust | model_based), term, coef, hr, se,
+    robust_se, z, p, ci_low, ci_high (HR scale, from the variance named), n, events,
+    events_pilot, events_comparison, converged, usable, reason, warnings,
+    covariates_left_out. ``usable`` (same for every model of an outcome) is decided on the
+    primary model; see the module docstring. The adjusted models use
+    ``outcome_covariates`` (binary covariates without events at a level are left out and
+    named). ``warnings`` lists fitting problems, left-out covariates and sparse events.
+    """
+    covs = list(cfg.analysis.covariates)
+    cluster = df["force"].to_numpy()
+    w_cfg = df["weight"].to_numpy() if _weighted(cfg) else None
+    frames, warnings = [], []
+    for outcome in OUTCOMES:
+        time, event = _outcome_arrays(df, outcome)
+        ev_p, ev_c = _events_by_arm(df, outcome)
+        kept = outcome_covariates(df, outcome, covs)
+        left_out = [c for c in covs if c not in kept]
+        if left_out:
+            warnings.append(
+                f"{outcome}: {', '.join(left_out)} left out of the outcome models (no events "
+                "at one of its levels: its coefficient would be infinite); the weights still "
+                "balance it"
+            )
+        full = ["pilot", *kept]
+        specs = (
+            ("primary", full, w_cfg, cfg.analysis.weighting, True),
+            ("adjusted_unweighted", full, None, "none", True),
+            ("naive_unadjusted", ["pilot"], None, "none", False),
+        )
+        per_model = []
+        usable, reason = False, ""
+        for model, names, w, weighting, clustered in specs:
+            fit = fit_cox(
+                df[names].to_numpy(dtype=float),
+                time,
+                event,
+                weights=w,
+                cluster=cluster if clustered else None,
+                names=names,
+            )
+            if model == "primary":
+                usable, reason = _usability(fit.converged, ev_p, ev_c)
+                if not usable:
+                    warnings.append(f"{outcome}: no hazard ratio reported: {reason}")
+            for msg in fit.warnings:
+                warnings.append(f"{outcome} ({model}): {msg}")
+            with np.errstate(over="ignore"):  # an infinite coefficient: exp() overflows
+                s = fit.summary()
+            s.insert(0, "outcome", outcome)
+            s.insert(1, "model", model)
+            s.insert(2, "weighting", weighting)
+            s.insert(3, "variance", "cluster_robust" if clustered else "model_based")
+            s["n"] = fit.n
+            s["events"] = fit.events
+            s["events_pilot"] = ev_p
+            s["events_comparison"] = ev_c
+            s["converged"] = bool(fit.converged)
+            s["warnings"] = "; ".join(fit.warnings)
+            s["covariates_left_out"] = ", ".join(left_out) if model != "naive_unadjusted" else ""
+            per_model.append(s)
+        for s in per_model:
+            s["usable"] = usable
+            s["reason"] = reason
+            frames.append(s)
+    return pd.concat(frames, ignore_index=True), warnings
+
+
+def _model_covariates(cox: pd.DataFrame | None, outcome: str, cfg: StudyConfig) -> list[str]:
+    """The adjusters of the primary model of ``outcome`` (config covariates without ``cox``)."""
+    if cox is None:
+        return list(cfg.analysis.covariates)
+    terms = cox.loc[(cox.outcome == outcome) & (cox.model == "primary"), "term"].tolist()
+    return [t for t in terms if t != "pilot"]
+
+
+def _pilot_row(cox: pd.DataFrame, outcome: str, model: str = "primary") -> pd.Series:
+    sel = cox[(cox.outcome == outcome) & (cox.model == model) & (cox.term == "pilot")]
+    return sel.iloc[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Proportional hazards
+# --------------------------------------------------------------------------------------------
+
+
+def proportional_hazards(
+    df: pd.DataFrame, cfg: StudyConfig, cox: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """PH screen of the primary model per outcome: ``ph_test`` (R cox.zph, KM transform)
+    for every term and GLOBAL, and a time-interaction test of pilot (follow-up split at the
+    median event time; Wald test of pilot x late, force-clustered variance).
+
+    Columns: outcome, test (cox_zph | time_interaction), term, statistic (chi-square, or z),
+    df, p, hr_early, hr_late, cut_days, note. Outcomes without a usable model are listed
+    with a note and no test.
+    """
+    w = df["weight"].to_numpy() if _weighted(cfg) else None
+    cluster = df["force"].to_numpy()
+    cols = ["outcome", "test", "term", "statistic", "df", "p", "hr_early", "hr_late"]
+    cols += ["cut_days", "note"]
+    rows: list[dict[str, Any]] = []
+    for outcome in OUTCOMES:
+        time, event = _outcome_arrays(df, outcome)
+        if cox is not None and not bool(_pilot_row(cox, outcome).usable):
+            rows.append(
+                {"outcome": outcome, "test": "cox_zph", "term": "GLOBAL", "note": "no usable model"}
+            )
+            continue
+        names = ["pilot", *_model_covariates(cox, outcome, cfg)]
+        X = df[names].to_numpy(dtype=float)
+        try:
+            zph = ph_test(X, time, event, weights=w, names=names)
+            rows += [
+                {"outcome": outcome, "test": "cox_zph", "term": r.term, "statistic": r.chisq,
+                 "df": r.df, "p": r.p, "note": ""}
+                for r in zph.itertuples()
+            ]  # fmt: skip
+        except (np.linalg.LinAlgError, ValueError) as exc:
+            rows.append(
+                {"outcome": outcome, "test": "cox_zph", "term": "GLOBAL", "note": f"failed: {exc}"}
+            )
+        ti = time_interaction_test(X, time, event, 0, weights=w, cluster=cluster, names=names)
+        rows.append(
+            {
+                "outcome": outcome,
+                "test": "time_interaction",
+                "term": "pilot:late",
+                "statistic": ti.z,
+                "df": 1,
+                "p": ti.p,
+                "hr_early": ti.hr_early,
+                "hr_late": ti.hr_late,
+                "cut_days": ti.cut,
+                "note": "" if ti.converged else "did not converge: " + "; ".join(ti.warnings),
+            }
+        )
+    return pd.DataFrame(rows).reindex(columns=cols)
+
+
+# --------------------------------------------------------------------------------------------
+# Few-cluster inference
+# --------------------------------------------------------------------------------------------
+
+_INF_COLS = [
+    "outcome",
+    "inference",
+    "force",
+    "arm",
+    "estimate",
+    "hr",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "n",
+    "events",
+    "usable",
+    "detail",
+    "seconds",
+]
+
+
+def few_cluster_inference(
+    df: pd.DataFrame, cfg: StudyConfig, cox: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Force-level inference for the primary model's pilot hazard ratio, every outcome.
+
+    Rows per outcome: ``cluster_robust`` (from the primary Cox fit), ``permutation``
+    (``analysis.permutations`` assignments, seed ``analysis.seed``), ``wild_cluster_bootstrap``
+    (``analysis.bootstrap_reps`` Webb draws), ``jackknife_crv3`` and one
+    ``leave_one_force_out`` row per force (``force``, ``arm`` set). Columns: see
+    ``_INF_COLS``; ``estimate`` is the log hazard ratio, ``hr``/``ci_low``/``ci_high`` on the
+    HR scale, ``p_holm`` the Holm-adjusted p over the secondary outcomes within each
+    inference (the primary outcome's p is unadjusted). ``cox`` (from ``cox_models``) decides
+    usability; it is refitted when omitted. Outcomes without a usable model get rows with
+    NaN estimates and the reason in ``detail``.
+    """
+    a = cfg.analysis
+    if cox is None:
+        cox, _ = cox_models(df, cfg)
+    w = df["weight"].to_numpy() if _weighted(cfg) else None
+    treated = df["pilot"].to_numpy(dtype=float)
+    cluster = df["force"].to_numpy()
+    z = stats.norm.ppf(1 - ALPHA / 2)
+    rows: list[dict[str, Any]] = []
+    for outcome in OUTCOMES:
+        time, event = _outcome_arrays(df, outcome)
+        prim = _pilot_row(cox, outcome)
+        base = {"outcome": outcome, "n": int(prim.n), "events": int(prim.events)}
+        if not bool(prim.usable):
+            rows += [
+                {**base, "inference": inf, "usable": False, "detail": str(prim.reason)}
+                for inf in COX_INFERENCES
+            ]
+            continue
+        base["usable"] = True
+        covs = _model_covariates(cox, outcome, cfg)
+        X = df[covs].to_numpy(dtype=float)
+        rows.append(
+            {
+                **base,
+                "inference": "cluster_robust",
+                "estimate": float(prim.coef),
+                "hr": float(prim.hr),
+                "ci_low": float(prim.ci_low),
+                "ci_high": float(prim.ci_high),
+                "p_value": float(prim.p),
+                "detail": f"sandwich variance clustered by force ({df['force'].nunique()} "
+                "forces), normal interval",
+            }
+        )
+        args = (X, time, event, treated, cluster, w)
+        perm = permutation_test(*args, max_perm=a.permutations, seed=a.seed, names=covs)
+        detail = (
+            f"{perm.n_used} of {perm.n_assignments} assignments"
+            f"{' (all)' if perm.exhaustive else ' (random sample)'}; smallest possible p "
+            f"{perm.min_p:.4f}; score t = {perm.t_obs:.3f}; person weights {perm.weights_policy}"
+        )
+        rows.append(
+            {
+                **base,
+                "inference": "permutation",
+                "estimate": perm.estimate,
+                "hr": perm.hr,
+                "ci_low": _exp(perm.ci_low),
+                "ci_high": _exp(perm.ci_high),
+                "p_value": perm.p_value,
+                "detail": "; ".join([detail, *perm.warnings]),
+                "seconds": perm.seconds,
+            }
+        )
+        boot = wild_cluster_bootstrap(*args, reps=a.bootstrap_reps, seed=a.seed, names=covs)
+        detail = f"{boot.reps} Webb draws; score t = {boot.t_obs:.3f}"
+        # the share of draws at least as extreme can be 0; a p-value of 0 is never
+        # reported: it is at least 1 / (draws + 1)
+        boot_p = max(boot.p_value, 1.0 / (boot.reps + 1)) if np.isfinite(boot.p_value) else np.nan
+        if boot_p != boot.p_value:
+            detail += "; no draw as extreme as the data: p reported as 1 / (draws + 1)"
+        rows.append(
+            {
+                **base,
+                "inference": "wild_cluster_bootstrap",
+                "estimate": boot.estimate,
+                "hr": boot.hr,
+                "ci_low": _exp(boot.ci_low),
+                "ci_high": _exp(boot.ci_high),
+                "p_value": boot_p,
+                "detail": "; ".join([detail, *boot.warnings]),
+                "seconds": boot.seconds,
+            }
+        )
+        t0 = _time.perf_counter()
+        jk = jackknife(*args, names=covs)
+        ok = math.isfinite(jk.se)
+        rows.append(
+            {
+                **base,
+                "inference": "jackknife_crv3",
+                "estimate": jk.estimate,
+                "hr": math.exp(jk.estimate),
+                "ci_low": math.exp(jk.ci_low) if ok else np.nan,
+                "ci_high": math.exp(jk.ci_high) if ok else np.nan,
+                "p_value": jk.p,
+                "detail": f"CRV3 SE {jk.se:.4f}, t with {jk.df} df"
+                if ok
+                else "a leave-one-force-out fit failed: no jackknife variance",
+                "seconds": _time.perf_counter() - t0,
+            }
+        )
+        for r in jk.leave_one_out.itertuples():
+            rows.append(
+                {
+                    **base,
+                    "inference": "leave_one_force_out",
+                    "force": str(r.force),
+                    "arm": r.arm,
+                    "estimate": r.estimate,
+                    "hr": r.hr,
+                    "ci_low": _exp(r.estimate - z * r.robust_se),
+                    "ci_high": _exp(r.estimate + z * r.robust_se),
+                    "n": int(r.n),
+                    "events": int(r.events),
+                    "usable": bool(r.converged),
+                    "detail": f"robust SE clustered on the other forces; without {r.force}"
+                    if r.converged
+                    else f"did not converge without {r.force}",
+                }
+            )
+    out = pd.DataFrame(rows).reindex(columns=_INF_COLS)
+    out["seconds"] = out["seconds"].fillna(0.0)
+    for col in ("estimate", "hr", "ci_low", "ci_high", "p_value"):
+        out[col] = out[col].astype(float)
+    out["p_holm"] = np.nan
+    secondary = [o for o in OUTCOMES if o != a.primary_outcome]
+    for inf in COX_INFERENCES:
+        sel = (out.inference == inf) & out.outcome.isin(secondary) & out.p_value.notna()
+        if sel.sum():
+            out.loc[sel, "p_holm"] = multipletests(out.loc[sel, "p_value"], method="holm")[1]
+        prim = (out.inference == inf) & (out.outcome == a.primary_outcome)
+        out.loc[prim, "p_holm"] = out.loc[prim, "p_value"]
+    return out
+
+
+def _exp(x: float | None) -> float:
+    return float("nan") if x is None or not np.isfinite(x) else float(np.exp(x))
+
+
+# --------------------------------------------------------------------------------------------
+# Restricted mean survival time
+# --------------------------------------------------------------------------------------------
+
+
+def rmst_influence(
+    time: np.ndarray, event: np.ndarray, weights: np.ndarray, tau: float
+) -> tuple[float, np.ndarray]:
+    """RMST up to ``tau`` from the weighted KM curve, and each person's influence on it.
+
+    Returns (rmst, psi) with psi_i = -w_i * integral_0^tau A(s) / (Y(s) - dN(s)) dM_i(s):
+    A(s) the area under the KM curve from s to tau, Y and dN the weighted numbers at risk and
+    of events, M_i person i's counting-process martingale. Summing psi_i^2 over people gives
+    the Greenwood plug-in variance of ``survival.rmst`` (up to terms that vanish in
+    expectation); summing psi over a force first gives a variance that respects clustering.
+    Weights are treated as fixed. ``tau`` must not exceed the last time.
+    """
+    t = np.asarray(time, dtype=float)
+    e = np.asarray(event, dtype=bool)
+    w = np.asarray(weights, dtype=float)
+    if tau > t.max():
+        raise ValueError(f"tau={tau} is beyond the last observed time {t.max()}")
+    utime, inv = np.unique(t, return_inverse=True)
+    k = len(utime)
+    y = np.cumsum(np.bincount(inv, weights=w, minlength=k)[::-1])[::-1]
+    d = np.bincount(inv, weights=w * e, minlength=k)
+    keep = utime <= tau
+    u, y, d = utime[keep], y[keep], d[keep]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        surv = np.cumprod(1.0 - d / y)
+        # everyone at risk fails: S is 0 afterwards and the term is 0, as in the KM variance
+        inv_yd = np.where(y > d, 1.0 / (y - d), 0.0)
+    # area from u_j to tau (S right-continuous: S(u_j) on [u_j, u_{j+1}))
+    widths = np.diff(np.r_[u, tau])
+    A = np.cumsum((surv * widths)[::-1])[::-1]
+    first = u[0] if len(u) else tau
+    total = float(first + (A[0] if len(u) else 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = np.where(y > 0, A * (d / y) * inv_yd, 0.0)  # compensator increments
+    cum_c = np.r_[0.0, np.cumsum(c)]
+    # event times up to min(T_i, tau) that person i is at risk at
+    n_le = np.searchsorted(u, np.minimum(t, tau), side="right")
+    jump = np.zeros(len(t))
+    ev_in = e & (t <= tau)
+    j = np.searchsorted(u, t[ev_in])
+    jump[ev_in] = A[j] * inv_yd[j]
+    psi = -w * (jump - cum_c[n_le])
+    return total, psi
+
+
+def rmst_estimates(df: pd.DataFrame, cfg: StudyConfig) -> pd.DataFrame:
+    """RMST difference (pilot minus comparison, days) up to the horizon, every outcome.
+
+    From the (weighted) KM curves of the outcome (competing events censored). Two rows per
+    outcome: ``cluster_robust`` (the influence functions of ``rmst_influence`` summed by
+    force: sandwich variance with the small-sample factor G/(G-1) and a t interval with
+    G - 1 df, CRV1) and ``greenwood`` (people treated as independent: ``rmst_difference``).
+    Columns: outcome, inference, estimate, ci_low, ci_high, p_value, se, rmst_pilot,
+    rmst_comparison, tau, n, events, note. Estimates are NaN (with a note) when the horizon
+    is beyond an arm's last follow-up time (the KM curve is not identified there).
+    """
+    tau = float(cfg.analysis.horizon_days)
+    w = df["weight"].to_numpy() if _weighted(cfg) else np.ones(len(df))
+    g = df["pilot"].to_numpy()
+    labels, codes = np.unique(df["force"].to_numpy(), return_inverse=True)
+    G = len(labels)
+    cols = ["outcome", "inference", "estimate", "ci_low", "ci_high", "p_value", "se"]
+    cols += ["rmst_pilot", "rmst_comparison", "tau", "n", "events", "note"]
+    rows: list[dict[str, Any]] = []
+    for outcome in OUTCOMES:
+        t, e = _outcome_arrays(df, outcome)
+        base = {"outcome": outcome, "tau": tau, "n": len(df), "events": int(e.sum())}
+        last = min(t[g == 1].max(), t[g == 0].max())
+        if tau > last:
+            note = f"horizon {tau:g} days is beyond the last follow-up time {last:g} of an arm"
+            rows += [
+                {**base, "inference": i, "note": note} for i in ("cluster_robust", "greenwood")
+            ]
+            continue
+        psi = np.zeros(len(df))
+        mu = {}
+        for arm in (1, 0):
+            m = g == arm
+            mu[arm], psi_arm = rmst_influence(t[m], e[m], w[m], tau)
+            psi[m] = psi_arm if arm == 1 else -psi_arm
+        est = mu[1] - mu[0]
+        u = np.bincount(codes, weights=psi, minlength=G)
+        se = math.sqrt(G / (G - 1) * float(u @ u))
+        crit = float(stats.t.ppf(1 - ALPHA / 2, G - 1))
+        rows.append(
+            {
+                **base,
+                "inference": "cluster_robust",
+                "estimate": est,
+                "ci_low": est - crit * se,
+                "ci_high": est + crit * se,
+                "p_value": float(2 * stats.t.sf(abs(est / se), G - 1)) if se > 0 else np.nan,
+                "se": se,
+                "rmst_pilot": mu[1],
+                "rmst_comparison": mu[0],
+                "note": f"sandwich by force (CRV1), t with {G - 1} df; weights treated as fixed",
+            }
+        )
+        r = rmst_difference(t, e, g, tau, weights=w)
+        rows.append(
+            {
+                **base,
+                "inference": "greenwood",
+                "estimate": r.estimate,
+                "ci_low": r.ci_low,
+                "ci_high": r.ci_high,
+                "p_value": r.p,
+                "se": r.se,
+                "rmst_pilot": r.rmst_1,
+                "rmst_comparison": r.rmst_0,
+                "note": "ignores clustering by force",
+            }
+        )
+    return pd.DataFrame(rows).reindex(columns=cols)
+
+
+# --------------------------------------------------------------------------------------------
+# Power
+# --------------------------------------------------------------------------------------------
+
+
+def power_estimates(df: pd.DataFrame, cfg: StudyConfig, cox: pd.DataFrame) -> pd.DataFrame:
+    """Events and the minimum detectable hazard ratio per outcome (Schoenfeld; 80 %, 5 %).
+
+    Columns: outcome, events, share_pilot, min_detectable_hr, design_effect,
+    min_detectable_hr_design_effect, events_needed_hr_0_8 (at the observed share),
+    events_needed_hr_0_8_design_effect, note. The design effect is the ratio of the
+    cluster-robust to the model-based variance of the pilot coefficient in the adjusted
+    unweighted model (at least 1; NaN when that model is unusable).
+    """
+    share = float(df["pilot"].mean())
+    need = events_needed(0.8, share, ALPHA, POWER)
+    rows = []
+    for outcome in OUTCOMES:
+        events = int((df[f"{outcome}_status"] == 1).sum())
+        adj = _pilot_row(cox, outcome, "adjusted_unweighted")
+        deff = float("nan")
+        if bool(adj.converged) and np.isfinite(adj.robust_se) and adj.se > 0:
+            deff = max(1.0, float(adj.robust_se / adj.se) ** 2)
+        known = math.isfinite(deff)
+        rows.append(
+            {
+                "outcome": outcome,
+                "events": events,
+                "share_pilot": share,
+                "min_detectable_hr": min_detectable_hr(events, share, ALPHA, POWER),
+                "design_effect": deff,
+                "min_detectable_hr_design_effect": (
+                    min_detectable_hr(events / deff, share, ALPHA, POWER) if known else np.nan
+                ),
+                "events_needed_hr_0_8": need,
+                "events_needed_hr_0_8_design_effect": math.ceil(need * deff) if known else np.nan,
+                "note": "Schoenfeld assumes independent people; with few forces the design "
+                "effect (itself estimated from few forces) inflates the events needed",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# results.json rows
+# --------------------------------------------------------------------------------------------
+
+
+def _num(x: Any) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def survival_estimates(
+    curves: pd.DataFrame,
+    cox: pd.DataFrame,
+    df: pd.DataFrame,
+    cfg: StudyConfig,
+    inference: pd.DataFrame | None = None,
+    rmst: pd.DataFrame | None = None,
+    power: pd.DataFrame | None = None,
+) -> list[Estimate]:
+    """results.json rows of the survival analyses (names in the module docstring).
+
+    Per outcome: km and aalen_johansen per arm at the horizon; the cox pilot hazard ratio per
+    inference (headline first, then cluster_robust, the other few-cluster inferences,
+    naive_unadjusted); rmst differences; power. ``inference``, ``rmst`` and ``power`` are
+    optional: without ``inference`` only the cluster_robust and naive cox rows are written.
+    Unusable outcomes get null estimates, intervals and p-values.
+    """
+    a = cfg.analysis
+    head = headline_inference(cfg)
+    order = [head, *[i for i in COX_INFERENCES if i != head]]
+    hz = at_horizon(curves, df, cfg)
+    rows: list[Estimate] = []
+    for outcome in OUTCOMES:
+        for r in hz[hz.outcome == outcome].itertuples():
+            rows.append(
+                Estimate(
+                    outcome,
+                    r.estimator,
+                    r.arm,
+                    r.measure,
+                    _num(r.value),
+                    _num(r.ci_low),
+                    _num(r.ci_high),
+                    None,
+                    int(r.n),
+                    int(r.events),
+                    a.weighting,
+                    None,
+                )
+            )
+        prim = _pilot_row(cox, outcome)
+        ok = bool(prim.usable)
+        n, events = int(prim.n), int(prim.events)
+        by_inf: dict[str, tuple] = {"cluster_robust": (prim.hr, prim.ci_low, prim.ci_high, prim.p)}
+        if inference is not None:
+            sel = inference[inference.outcome == outcome]
+            for r in sel.itertuples():
+                if r.inference in COX_INFERENCES:
+                    by_inf[r.inference] = (r.hr, r.ci_low, r.ci_high, r.p_value)
+        for inf in order:
+            if inf not in by_inf:
+                continue
+            vals = [_num(v) if ok else None for v in by_inf[inf]]
+            rows.append(
+                Estimate(
+                    outcome, "cox", "pilot", "hazard_ratio", *vals, n, events, a.weighting, inf
+                )
+            )
+        naive = _pilot_row(cox, outcome, "naive_unadjusted")
+        vals = [_num(v) if ok else None for v in (naive.hr, naive.ci_low, naive.ci_high, naive.p)]
+        rows.append(
+            Estimate(
+                outcome,
+                "cox",
+                "pilot",
+                "hazard_ratio",
+                *vals,
+                n,
+                events,
+                "none",
+                "naive_unadjusted",
+            )
+        )
+        if rmst is not None:
+            for r in rmst[rmst.outcome == outcome].itertuples():
+                rows.append(
+                    Estimate(
+                        outcome,
+                        "rmst",
+                        "pilot",
+                        "rmst_difference",
+                        _num(r.estimate),
+                        _num(r.ci_low),
+                        _num(r.ci_high),
+                        _num(r.p_value),
+                        int(r.n),
+                        int(r.events),
+                        a.weighting,
+                        r.inference,
+                    )
+                )
+        if power is not None:
+            r = power[power.outcome == outcome].iloc[0]
+            for value, inf in (
+                (r.min_detectable_hr, None),
+                (r.min_detectable_hr_design_effect, "design_effect"),
+            ):
+                rows.append(
+                    Estimate(
+                        outcome,
+                        "power",
+                        "pilot",
+                        "min_detectable_hr",
+                        _num(value),
+                        None,
+                        None,
+                        None,
+                        len(df),
+                        int(r.events),
+                        a.weighting,
+                        inf,
+                    )
+                )
     return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Everything at once (benchmarks, scripts, tests)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SurvivalAnalysis:
+    """Every output of the survival analyses of one cohort, and the seconds each took."""
+
+    frame: pd.DataFrame
+    weight_diagnostics: dict
+    table_one: pd.DataFrame
+    balance: dict
+    curves: pd.DataFrame
+    cox: pd.DataFrame
+    cox_warnings: list[str]
+    ph: pd.DataFrame
+    inference: pd.DataFrame
+    rmst: pd.DataFrame
+    power: pd.DataFrame
+    estimates: list[Estimate]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run_survival_analysis(
+    cohort: pl.DataFrame, cfg: StudyConfig, few_cluster: bool = True
+) -> SurvivalAnalysis:
+    """All the survival analyses of ``cohort`` in pipeline order (as the assets run them).
+
+    ``few_cluster=False`` skips the permutation test, bootstrap and jackknife.
+    """
+    secs: dict[str, float] = {}
+
+    def timed(name, fn, *args):
+        t0 = _time.perf_counter()
+        out = fn(*args)
+        secs[name] = _time.perf_counter() - t0
+        return out
+
+    df, diag = timed("analysis_frame", analysis_frame, cohort, cfg)
+    t1, bal = timed("table_one", table_one, df, cfg)
+    curves = timed("survival_curves", survival_curves, df, cfg)
+    cox, warns = timed("cox_models", cox_models, df, cfg)
+    ph = timed("proportional_hazards", proportional_hazards, df, cfg, cox)
+    inf = (
+        timed("few_cluster_inference", few_cluster_inference, df, cfg, cox)
+        if few_cluster
+        else pd.DataFrame(columns=[*_INF_COLS, "p_holm"])
+    )
+    rm = timed("rmst_estimates", rmst_estimates, df, cfg)
+    pw = timed("power_estimates", power_estimates, df, cfg, cox)
+    est = timed(
+        "survival_estimates",
+        survival_estimates,
+        curves,
+        cox,
+        df,
+        cfg,
+        inf if few_cluster else None,
+        rm,
+        pw,
+    )
+    return SurvivalAnalysis(df, diag, t1, bal, curves, cox, warns, ph, inf, rm, pw, est, secs)
