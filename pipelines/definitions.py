@@ -10,7 +10,8 @@ import os
 
 import dagster as dg
 
-from assets import analysis_tables, ingest, models, outcome_models, reports, validate
+from assets import analysis_tables, ingest, models, outcome_models, reports, validate, warehouse
+from pipelines.catalogue import catalogue
 from pipelines.resources import (
     DEFAULT_CONFIG,
     DEFAULT_DROP,
@@ -18,15 +19,18 @@ from pipelines.resources import (
     StudyResource,
     TableIOManager,
 )
+from pipelines.run_log import json_lines_logger, loggers_config
 from pipelines.sensors import build_delivery_sensor
 
-ASSET_MODULES = (ingest, validate, analysis_tables, models, outcome_models, reports)
+ASSET_MODULES = (ingest, validate, analysis_tables, models, outcome_models, reports, warehouse)
 # Every job writes under the same output folder: the run coordinator runs one at a time
 # (tag_concurrency_limits in config/dagster.yaml), so runs cannot corrupt each other.
 WRITES_OUTPUTS = {"dpf-eval/writes-outputs": "true"}
 # Retries for transient failures (a file share briefly unavailable); bad data fails fast
 # because validation findings are results, not exceptions.
 TRANSIENT = dg.RetryPolicy(max_retries=2, delay=10)
+# Every run also writes OUT/logs/runs.jsonl (pipelines/run_log.py); jobs name the loggers.
+LOGGING = loggers_config()
 
 
 def build_definitions(
@@ -36,7 +40,7 @@ def build_definitions(
     config_path = config_path or os.environ.get("DPF_CONFIG", DEFAULT_CONFIG)
     drop = drop or os.environ.get("DPF_DROP", DEFAULT_DROP)
     out = out or os.environ.get("DPF_OUT", DEFAULT_OUT)
-    all_assets = dg.load_assets_from_modules(list(ASSET_MODULES))
+    all_assets = catalogue(dg.load_assets_from_modules(list(ASSET_MODULES)))
     checks = dg.load_asset_checks_from_modules(list(ASSET_MODULES))
     evaluation_job = dg.define_asset_job(
         "evaluation",
@@ -44,6 +48,7 @@ def build_definitions(
         description="Everything downstream of validation: cohort, models and reports.",
         tags=WRITES_OUTPUTS,
         op_retry_policy=TRANSIENT,
+        config=LOGGING,
     )
     ingest_job = dg.define_asset_job(
         "ingest_and_validate",
@@ -52,13 +57,16 @@ def build_definitions(
         description="Read and validate one delivery (one partition per force and date).",
         tags=WRITES_OUTPUTS,
         op_retry_policy=TRANSIENT,
+        config=LOGGING,
     )
     data_quality_job = dg.define_asset_job(
         "data_quality",
-        selection=dg.AssetSelection.assets(validate.delivery_status),
-        description="Which delivery each force uses, what was quarantined and why.",
+        selection=dg.AssetSelection.assets(validate.delivery_status, reports.data_quality_report),
+        description="Which delivery each force uses, what was quarantined and why; publishes "
+        "the data-quality report.",
         tags=WRITES_OUTPUTS,
         op_retry_policy=TRANSIENT,
+        config=LOGGING,
     )
     schedules = [
         dg.ScheduleDefinition(
@@ -86,6 +94,8 @@ def build_definitions(
             "study": StudyResource(config_path=config_path, drop=drop, out=out),
             "io_manager": TableIOManager(base_dir=os.path.join(out, "restricted", "store")),
         },
+        # Dagster's console log, and every run's structured log in OUT/logs/runs.jsonl.
+        loggers={"console": dg.colored_console_logger, "run_log": json_lines_logger(out)},
         executor=dg.in_process_executor,
     )
 

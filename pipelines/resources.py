@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 from functools import cached_property
@@ -51,10 +52,23 @@ class StudyResource(dg.ConfigurableResource):
         return self.restricted / "validation"
 
 
+def table_metadata(df: pl.DataFrame) -> dict[str, Any]:
+    """A frame's row count and column schema under Dagster's standard metadata keys, which the
+    UI shows on the asset's page (Overview: columns; the materialisation: rows)."""
+    return {
+        "dagster/row_count": df.height,
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(name, str(dtype)) for name, dtype in df.schema.items()]
+        ),
+    }
+
+
 class TableIOManager(dg.ConfigurableIOManager):
     """Stores polars frames as Parquet and anything else as a pickle, under the restricted
     store, one file per asset. Writes go to a temporary file that is then renamed, so a run
     killed midway never leaves half a file. (dagster-polars does not support polars 2.)
+    Every stored frame's row count and column schema is recorded as asset metadata, unless
+    the asset recorded its own.
     """
 
     base_dir: str
@@ -65,18 +79,27 @@ class TableIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
-        if isinstance(obj, pl.DataFrame):
-            path = self._path(context.asset_key, ".parquet")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            obj.write_parquet(tmp)
-        else:
-            path = self._path(context.asset_key, ".pickle")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            with tmp.open("wb") as f:
-                pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
+        is_table = isinstance(obj, pl.DataFrame)
+        path = self._path(context.asset_key, ".parquet" if is_table else ".pickle")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            if is_table:
+                obj.write_parquet(tmp)
+            else:
+                with tmp.open("wb") as f:
+                    pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+        except BaseException:
+            # A failed write (full disk, interrupted) leaves the previous file, not debris.
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        if is_table:
+            given = context.output_metadata or {}
+            context.add_output_metadata(
+                {k: v for k, v in table_metadata(obj).items() if k not in given}
+            )
 
     def load_input(self, context: dg.InputContext) -> Any:
         parquet = self._path(context.asset_key, ".parquet")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import sys
 import time
@@ -18,10 +19,13 @@ from pathlib import Path
 import dagster as dg
 
 from evaluation.extracts import DeliveryError, delivery_content_hash, discover_deliveries
+from pipelines.run_log import loggers_config
 
 LOCAL_INSTANCE_YAML = Path(__file__).resolve().parents[1] / "config" / "dagster.yaml"
-# The CLI prints its own progress; Dagster's console log shows warnings and errors only.
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The CLI prints its own progress, the assets' warnings after each run and a failure as one
+# line; Dagster's console log (which prints tracebacks) stays quiet. Every run's events are
+# also in OUT/logs/runs.jsonl and, in full, in the Dagster instance.
+QUIET = loggers_config(console_level="CRITICAL")
 
 
 class RunError(Exception):
@@ -70,6 +74,22 @@ def _first_error(result: dg.ExecuteInProcessResult) -> str:
             msg = err.message.strip() if err else "unknown error"
             return f"step {event.step_key} failed: {msg.splitlines()[0] if msg else ''}"
     return "the run failed (see the Dagster UI or logs under the output folder)"
+
+
+def _echo_warnings(instance: dg.DagsterInstance, run_id: str, echo) -> None:
+    """The assets' own warnings in a run (not Dagster's events), one line each."""
+    for entry in instance.all_logs(run_id):
+        if entry.dagster_event is None and entry.level >= logging.WARNING:
+            if entry.user_message.startswith("Dependencies for step"):
+                continue  # a step skipped after a failure, which is reported on its own
+            echo(f"  warning: {entry.step_key or 'run'}: {entry.user_message}")
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
 
 
 @contextlib.contextmanager
@@ -125,10 +145,16 @@ def _run_pipeline(config: str, drop: str, out: str, echo) -> RunSummary:
     quarantined = []
     for i, ref in enumerate(todo, 1):
         t0 = time.perf_counter()
-        ingest.execute_in_process(
+        report = report_path(study, ref)
+        before = _mtime(report)
+        result = ingest.execute_in_process(
             partition_key=ref.key, instance=instance, raise_on_error=False, run_config=QUIET
         )
-        report = report_path(study, ref)
+        _echo_warnings(instance, result.run_id, echo)
+        if not result.success and _mtime(report) in (None, before):
+            # No new validation report: the run itself failed (a full disk, a permission),
+            # which is not a verdict on the delivery.
+            raise RunError(f"validating {ref.force} {ref.extract_date}: {_first_error(result)}")
         doc = json.loads(report.read_text()) if report.exists() else {}
         errors = sum(f["severity"] == "error" for f in doc.get("findings", []))
         warnings = sum(f["severity"] == "warning" for f in doc.get("findings", []))
@@ -147,10 +173,11 @@ def _run_pipeline(config: str, drop: str, out: str, echo) -> RunSummary:
     result = defs.resolve_job_def("evaluation").execute_in_process(
         instance=instance, raise_on_error=False, run_config=QUIET
     )
-    if not result.success:
-        raise RunError(_first_error(result))
     for step in result.get_step_success_events():
         echo(f"  done: {step.step_key}")
+    _echo_warnings(instance, result.run_id, echo)
+    if not result.success:
+        raise RunError(_first_error(result))
     echo(f"evaluation finished in {time.perf_counter() - t0:.1f}s")
     status = result.output_for_node("delivery_status")
     stale = [

@@ -1,0 +1,271 @@
+"""Faults an evaluator meets: a run killed midway, a transient failure, two runs at once, an
+output folder that cannot be written, a full disk."""
+
+import contextlib
+import csv
+import errno
+import json
+import os
+import pickle
+import random
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import polars as pl
+import pytest
+
+import assets.warehouse as warehouse_assets
+import pipelines.definitions as definitions
+from evaluation.report import write_atomic
+from evaluation.results import write_json_atomic
+from pipelines.cli import main
+from pipelines.resources import TableIOManager
+from tests.conftest import PILOT_CONFIG, ROOT
+from tests.ops_study import cli_env, dpf_eval, ops_study
+
+pytestmark = pytest.mark.slow
+NO_RETRY_DELAY = dg.RetryPolicy(max_retries=2, delay=0)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    return ops_study(tmp_path_factory)
+
+
+def evaluation_job() -> dg.JobDefinition:
+    """The evaluation job of the study named by DPF_CONFIG, DPF_DROP and DPF_OUT, as a
+    reconstructable target for `execute_job` (re-execution needs one)."""
+    return definitions.build_definitions().resolve_job_def("evaluation")
+
+
+def assert_every_output_complete(out: Path) -> None:
+    """Every file a reader can see under published/ and restricted/ is whole. Temporary
+    files of an interrupted write are hidden (`.name.tmp`) and never take a published name."""
+    checked = 0
+    for path in [*out.glob("published/**/*"), *out.glob("restricted/**/*")]:
+        if not path.is_file():
+            continue
+        if path.name.endswith(".tmp"):
+            assert path.name.startswith("."), path
+            continue
+        suffix = path.suffix
+        if suffix == ".json":
+            json.loads(path.read_text())
+        elif suffix == ".html":
+            assert path.read_text().rstrip().endswith("</html>"), path
+        elif suffix == ".csv":
+            rows = list(csv.reader(path.open()))
+            assert rows and rows[0], path
+        elif suffix == ".parquet":
+            pl.read_parquet(path)
+        elif suffix == ".pickle":
+            with path.open("rb") as f:
+                pickle.load(f)
+        elif suffix == ".duckdb":
+            with duckdb.connect(str(path), read_only=True) as con:
+                assert con.execute("SELECT count(*) FROM estimates").fetchone()[0] > 0
+        else:
+            continue
+        checked += 1
+    assert checked > 20
+
+
+def test_two_concurrent_runs_on_one_drop_agree(study):
+    first, second = study.runs
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    # One wrote while the other waited for the output lock, then found the deliveries
+    # already validated.
+    assert "waiting for it to finish" in second.stdout
+    assert "waiting for it to finish" not in first.stdout
+    assert "already validated" in second.stdout
+    assert first.results["run"]["id"] != second.results["run"]["id"]
+    assert first.results["run"]["extracts"] == second.results["run"]["extracts"]
+    assert first.results["estimates"] == second.results["estimates"]
+    assert any(e["method"] == "cox" for e in first.results["estimates"])
+
+
+def test_run_killed_midway_leaves_no_half_written_file_and_the_next_run_completes(
+    study, tmp_path, capsys
+):
+    out = study.copy_out(tmp_path / "out")
+    store = out / "restricted" / "store"
+    started = time.time()
+    cmd = dpf_eval("run", "--config", str(PILOT_CONFIG), "--drop", str(study.drop))
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(out)],
+        cwd=ROOT,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        # Wait until the evaluation is writing, then kill it at a random moment.
+        while proc.poll() is None and not any(p.stat().st_mtime > started for p in store.iterdir()):
+            assert time.time() - started < 180, "the run never started writing"
+            time.sleep(0.02)
+        delay = random.uniform(0.0, 8.0)
+        time.sleep(delay)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode in (-signal.SIGKILL, 0), f"killed after {delay:.2f}s"
+    assert_every_output_complete(out)
+    # Run again after the crash: it completes with the same numbers.
+    rc = main(["run", "--config", str(PILOT_CONFIG), "--drop", str(study.drop), "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    doc = json.loads((out / "restricted" / "results.json").read_text())
+    assert doc["estimates"] == study.runs[-1].results["estimates"]
+    assert_every_output_complete(out)
+
+
+def test_retry_then_reexecution_from_failure(study, tmp_path, monkeypatch):
+    out = study.copy_out(tmp_path / "out")
+    monkeypatch.setenv("DPF_CONFIG", str(PILOT_CONFIG))
+    monkeypatch.setenv("DPF_DROP", str(study.drop))
+    monkeypatch.setenv("DPF_OUT", str(out))
+    monkeypatch.setattr(definitions, "TRANSIENT", NO_RETRY_DELAY)
+    failures = {"left": 1}
+    write = warehouse_assets.write_warehouse
+
+    def share_unavailable(tables, path):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OSError(errno.EIO, "Input/output error", str(path))
+        return write(tables, path)
+
+    monkeypatch.setattr(warehouse_assets, "write_warehouse", share_unavailable)
+    instance = dg.DagsterInstance.get()
+    job = dg.reconstructable(evaluation_job)
+    selection = [dg.AssetKey("force_month_panel"), dg.AssetKey("warehouse")]
+
+    # A transient failure: the job's retry policy runs the step again and the run succeeds.
+    with dg.execute_job(job, instance, asset_selection=selection) as result:
+        assert result.success
+        events = [e.event_type_value for e in result.all_events if e.step_key == "warehouse"]
+        assert "STEP_UP_FOR_RETRY" in events and "STEP_RESTARTED" in events
+
+    # A failure that outlasts the retries fails the run; once the share is back,
+    # re-execution from failure runs only the failed step, from the stored inputs.
+    failures["left"] = 3
+    before = (out / "restricted" / "warehouse.duckdb").stat().st_mtime_ns
+    with dg.execute_job(job, instance, asset_selection=selection) as failed:
+        assert not failed.success
+        failed_run = failed.run_id
+    assert (out / "restricted" / "warehouse.duckdb").stat().st_mtime_ns == before
+    options = dg.ReexecutionOptions.from_failure(failed_run, instance)
+    with dg.execute_job(job, instance, reexecution_options=options) as again:
+        assert again.success
+        assert {e.step_key for e in again.all_events if e.is_step_success} == {"warehouse"}
+    assert (out / "restricted" / "warehouse.duckdb").stat().st_mtime_ns > before
+    assert_every_output_complete(out)
+
+
+@pytest.fixture
+def unwritable_folder(tmp_path):
+    """A folder that even root cannot create files in (immutable); read-only otherwise."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    if os.geteuid() == 0:
+        if not shutil.which("chattr"):
+            pytest.skip("running as root without chattr: cannot make a folder unwritable")
+        made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True)
+        if made.returncode:
+            pytest.skip(f"chattr +i not supported here: {made.stderr.decode().strip()}")
+        yield folder
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    else:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+
+
+def test_unwritable_output_folder_is_a_one_line_error(study, unwritable_folder):
+    cmd = dpf_eval("run", "--config", str(PILOT_CONFIG), "--drop", str(study.drop))
+    done = subprocess.run(
+        [*cmd, "--out", str(unwritable_folder)],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("dpf-eval: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "not permitted" in done.stderr or "Permission denied" in done.stderr
+    assert str(unwritable_folder) in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_output_folder_under_a_file_is_a_one_line_error(study, tmp_path, capfd):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    args = ["run", "--config", str(PILOT_CONFIG), "--drop", str(study.drop)]
+    assert main([*args, "--out", str(blocker / "out")]) == 1
+    captured = capfd.readouterr()
+    assert captured.err.startswith("dpf-eval: Not a directory") and captured.err.count("\n") == 1
+
+
+def test_full_disk_is_a_one_line_error_and_leaves_no_partial_file(
+    study, tmp_path, monkeypatch, capfd
+):
+    monkeypatch.setattr(definitions, "TRANSIENT", NO_RETRY_DELAY)
+
+    def disk_full(self, file, *args, **kwargs):
+        Path(file).write_bytes(b"PAR1")  # the first bytes made it, then the disk filled
+        raise OSError(errno.ENOSPC, "No space left on device", str(file))
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", disk_full)
+    out = tmp_path / "out"
+    args = ["run", "--config", str(PILOT_CONFIG), "--drop", str(study.drop)]
+    assert main([*args, "--out", str(out)]) == 1
+    captured = capfd.readouterr()
+    assert captured.err.count("\n") == 1, captured.err
+    assert captured.err.startswith("dpf-eval: validating ")
+    assert "No space left on device" in captured.err
+    assert "Traceback" not in captured.out + captured.err
+    assert not list((out / "restricted").rglob("*.parquet"))
+
+
+def _partial_write_text(self, data, *args, **kwargs):
+    with open(self, "w") as f:
+        f.write(data[: len(data) // 2])
+    raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+
+def test_atomic_writers_keep_the_previous_file_when_a_write_fails(tmp_path, monkeypatch):
+    report, results = tmp_path / "report.html", tmp_path / "results.json"
+    write_atomic("<html>old</html>", report)
+    write_json_atomic({"estimates": [1]}, results)
+    io = TableIOManager(base_dir=str(tmp_path / "store"))
+    context = dg.build_output_context(asset_key=dg.AssetKey("cohort"))
+    io.handle_output(context, pl.DataFrame({"x": [1, 2, 3]}))
+    stored = tmp_path / "store" / "cohort.parquet"
+
+    monkeypatch.setattr(Path, "write_text", _partial_write_text)
+    with pytest.raises(OSError):
+        write_atomic("<html>new and longer</html>", report)
+    with pytest.raises(OSError):
+        write_json_atomic({"estimates": [1, 2, 3]}, results)
+
+    def partial_parquet(self, file, *args, **kwargs):
+        Path(file).write_bytes(b"PAR1 half")
+        raise OSError(errno.ENOSPC, "No space left on device", str(file))
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", partial_parquet)
+    with pytest.raises(OSError):
+        io.handle_output(
+            dg.build_output_context(asset_key=dg.AssetKey("cohort")), pl.DataFrame({"x": [9]})
+        )
+    monkeypatch.undo()
+    assert report.read_text() == "<html>old</html>"
+    assert json.loads(results.read_text()) == {"estimates": [1]}
+    assert pl.read_parquet(stored)["x"].to_list() == [1, 2, 3]
+    assert [p.name for p in stored.parent.iterdir()] == ["cohort.parquet"]  # no debris
