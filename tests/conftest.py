@@ -22,3 +22,30 @@ def _isolated_dagster_home(tmp_path, monkeypatch):
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
+
+
+@pytest.fixture(scope="session")
+def report_study(tmp_path_factory):
+    """A tiny synthetic study (scale 0.03: small cells everywhere) run once through
+    `dpf-eval synth` and `dpf-eval run`, with fewer permutations and bootstrap draws than the
+    demo (a config copy), for the published-report tests. Returns (config, drop, out)."""
+    import re
+
+    from pipelines.cli import main
+
+    base = tmp_path_factory.mktemp("report_study")
+    config = base / "pilot-fast.yaml"
+    text = PILOT_CONFIG.read_text()
+    text = re.sub(r"(?m)^(\s*permutations:)\s*\d+", r"\1 99", text)
+    text = re.sub(r"(?m)^(\s*bootstrap_reps:)\s*\d+", r"\1 99", text)
+    config.write_text(text)
+    drop, out = base / "drop", base / "out"
+    home = base / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DAGSTER_HOME", str(home))
+        synth = ["synth", "--config", str(config), "--out", str(drop), "--seed", "5"]
+        assert main([*synth, "--scale", "0.03"]) == 0
+        assert main(["run", "--config", str(config), "--drop", str(drop), "--out", str(out)]) == 0
+    return config, drop, out

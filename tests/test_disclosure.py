@@ -41,7 +41,7 @@ def test_secondary_suppression_hides_the_recoverable_cell():
 
 
 def test_curve_cut_where_fewer_than_min_cell_at_risk():
-    curve = pd.DataFrame({"time": [1, 2, 3, 4], "at_risk": [50, 20, 9, 30]})
+    curve = pd.DataFrame({"time": [1, 2, 3, 4], "n_at_risk": [50, 20, 9, 30]})
     assert list(cut_curve(curve, RULES)["time"]) == [1, 2]
 
 

@@ -1,0 +1,165 @@
+"""The data-quality report (published/data-quality.html): per force, which delivery is in
+use and whether its data are current; per delivery, the rules checked, passed, failed and
+warned, and whether it was quarantined and why; per finding, the file, column and rule.
+
+Row numbers and values never appear (they stay in the restricted validation reports and in
+`dpf-eval check`, which the force's data provider runs); a column is named only if it is
+in the data contract (an unexpected column's name could itself be data, say a header row
+that is missing); row counts are rounded like every other count.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from evaluation.config import StudyConfig
+from evaluation.disclosure import safe_count
+from evaluation.publish.cohort import delivery_summary
+from evaluation.publish.common import DASH, Page, Table, force_names, provenance
+from evaluation.publish.inputs import ReportInputs
+from evaluation.schema import TABLE_COLUMNS, TABLES
+from evaluation.validation import RULES
+
+STATUS_LABELS = {
+    "in use": "in use",
+    "quarantined": "quarantined",
+    "superseded": "superseded by a newer delivery",
+    "duplicate": "duplicate (same content as an earlier delivery)",
+}
+NAV = [
+    ("summary", "Summary"),
+    ("forces", "By force"),
+    ("deliveries", "By delivery"),
+    ("findings", "What failed or warned"),
+    ("reproducibility", "Reproducibility"),
+]
+CONTRACT_COLUMNS = {c.name for cols in TABLE_COLUMNS.values() for c in cols}
+CONTRACT_FILES = {*(f"{t}.csv" for t in TABLES), *(f"{t}.parquet" for t in TABLES), "manifest.json"}
+
+
+def delivery_rows(dq: pd.DataFrame, cfg: StudyConfig, name: str = "deliveries") -> Table:
+    """One row per delivery: status, rules, rows (rounded), quarantined, stale."""
+    names = force_names(cfg)
+    rows = []
+    for r in dq.sort_values(["force", "delivery"]).to_dict("records"):
+        rows.append(
+            {
+                "Force": names.get(r["force"], r["force"]),
+                "Delivery": r["delivery"],
+                "Status": STATUS_LABELS.get(r["status"], r["status"]),
+                "Rules checked": str(r["rules_checked"]),
+                "Passed": str(r["rules_passed"]),
+                "Failed": str(r["rules_failed"]),
+                "Warnings": str(r["rules_warned"]),
+                "Rows delivered": safe_count(r["rows_total"], cfg.disclosure),
+                "Stale": "yes" if r["stale"] else "no",
+                "Note": r["reason"],
+            }
+        )
+    return Table(
+        name,
+        "Every delivery received: its validation and whether it is used",
+        pd.DataFrame(rows),
+        counts=("Rows delivered",),
+        note="Rules: how many of the data contract's checks ran, passed, failed (a failure "
+        "quarantines the delivery) and warned (reported, not blocking).",
+    )
+
+
+def _column(c: str | None) -> str:
+    if not c:
+        return DASH
+    return c if c in CONTRACT_COLUMNS else "(a column not in the contract)"
+
+
+def _file(f: str) -> str:
+    return f if f in CONTRACT_FILES else "(a file not in the contract)"
+
+
+def findings_table(findings: list[dict], cfg: StudyConfig) -> Table:
+    names = force_names(cfg)
+    rows = []
+    for f in sorted(findings, key=lambda f: (f["force"], f["delivery"], f["severity"], f["file"])):
+        n = f.get("failing_rows")
+        rows.append(
+            {
+                "Force": names.get(f["force"], f["force"]),
+                "Delivery": f["delivery"],
+                "Severity": "blocking" if f["severity"] == "error" else "warning",
+                "File": _file(f["file"]),
+                "Column": _column(f.get("column")),
+                "Rule": f["rule"],
+                "What the rule checks": RULES.get(f["rule"], ("", f["rule"]))[1],
+                "Rows affected": safe_count(n, cfg.disclosure) if n else DASH,
+            }
+        )
+    cols = ["Force", "Delivery", "Severity", "File", "Column", "Rule", "What the rule checks",
+            "Rows affected"]  # fmt: skip
+    return Table(
+        "findings",
+        "What failed or warned, by delivery (no row numbers or values: the force's data "
+        "provider sees those with dpf-eval check)",
+        pd.DataFrame(rows, columns=cols),
+        counts=("Rows affected",),
+    )
+
+
+def force_rows(dq: pd.DataFrame, cfg: StudyConfig) -> Table:
+    table, _ = delivery_summary(dq, cfg)
+    df = table.frame.copy()
+    counts = dq.groupby("force").agg(
+        received=("delivery", "size"), quarantined=("quarantined", "sum")
+    )
+    names = force_names(cfg)
+    by_name = {names[c]: c for c in names}
+    df.insert(
+        4,
+        "Deliveries received",
+        [str(int(counts.received.get(by_name[n], 0))) for n in df["Force"]],
+    )
+    df.insert(
+        5,
+        "Quarantined",
+        [str(int(counts.quarantined.get(by_name[n], 0))) for n in df["Force"]],
+    )
+    return Table("forces", "Each force: the delivery in use and whether its data are current", df)
+
+
+def data_quality_page(inputs: ReportInputs, cfg: StudyConfig) -> Page:
+    dq = inputs.dq
+    _, stale = delivery_summary(dq, cfg)
+    forces = force_rows(dq, cfg)
+    deliveries = delivery_rows(dq, cfg)
+    findings = findings_table(inputs.findings, cfg)
+    quarantined = int(dq["quarantined"].sum()) if len(dq) else 0
+    warned = int((dq["rules_warned"] > 0).sum()) if len(dq) else 0
+    context = {
+        "title": "Data-quality report",
+        "charts_in_page": False,  # tables only: no need to embed plotly.js
+        "study": cfg.study,
+        "disclosure": cfg.disclosure,
+        "provenance": provenance(inputs.results, cfg),
+        "nav": NAV,
+        "stale": stale,
+        "figures": [
+            (str(len(dq)), "deliveries received"),
+            (str(int(dq["in_use"].sum()) if len(dq) else 0), "in use"),
+            (str(quarantined), "quarantined"),
+            (str(len(stale)), f"of {len(cfg.forces)} forces with data not current"),
+        ],
+        "quarantined": quarantined,
+        "warned": warned,
+        "forces": forces,
+        "deliveries": deliveries,
+        "findings": findings,
+        "n_findings": len(inputs.findings),
+    }
+    return Page("data-quality", "data-quality.html.j2", context, [forces, deliveries, findings])
+
+
+def render_data_quality_report(
+    inputs: ReportInputs, cfg: StudyConfig, out: Path
+) -> dict[Path, str]:
+    return data_quality_page(inputs, cfg).render(out)

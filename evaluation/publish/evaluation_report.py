@@ -1,0 +1,139 @@
+"""The evaluation report (published/evaluation-report.html and its tables as CSV): summary
+first, then the cohort, data quality, survival results, difference in differences,
+intermediate outcomes, fidelity, the ARMS review, methods, limitations and provenance."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from evaluation.config import OUTCOMES, StudyConfig
+from evaluation.disclosure import safe_count
+from evaluation.publish.arms import arms_part
+from evaluation.publish.cohort import (
+    COVARIATE_LABELS,
+    delivery_summary,
+    exclusions_table,
+    flow_table,
+    table_one,
+)
+from evaluation.publish.common import (
+    INFERENCE_PHRASES,
+    OUTCOME_LABELS,
+    WEIGHTING_LABELS,
+    Page,
+    page_tables,
+    provenance,
+    years_phrase,
+)
+from evaluation.publish.did import did_part
+from evaluation.publish.estimates import Results
+from evaluation.publish.fidelity import fidelity_part
+from evaluation.publish.inputs import ReportInputs
+from evaluation.publish.intermediate import intermediate_table
+from evaluation.publish.summary import build_summary
+from evaluation.publish.survival import survival_part
+from evaluation.survival_models import headline_inference
+
+TITLE = "Desistance Practice Framework pilot: evaluation report"
+NAV = [
+    ("summary", "Summary"),
+    ("cohort", "Who was included"),
+    ("data-quality", "Data quality"),
+    ("survival", "Results by outcome"),
+    ("did", "Difference in differences"),
+    ("intermediate", "Intermediate outcomes"),
+    ("fidelity", "Fidelity and workload"),
+    ("arms", "ARMS protective factors"),
+    ("methods", "Methods"),
+    ("limitations", "Limitations"),
+    ("reproducibility", "Reproducibility"),
+]
+
+
+def _permutations_note(cfg: StudyConfig) -> str:
+    n, k = len(cfg.forces), len(cfg.pilot_codes)
+    total = math.comb(n, k)
+    if total <= cfg.analysis.permutations:
+        return f"all {total:,} ways of choosing {k} pilot forces among {n}"
+    return (
+        f"a random sample (seeded, so repeatable) of {cfg.analysis.permutations:,} of the "
+        f"{total:,} ways of choosing {k} pilot forces among {n}; the smallest possible p-value "
+        f"is therefore 1/{cfg.analysis.permutations + 1:,}"
+    )
+
+
+def evaluation_page(inputs: ReportInputs, cfg: StudyConfig) -> Page:
+    res = Results(inputs.results)
+    flow = flow_table(inputs.flow, cfg)
+    exclusions = exclusions_table(inputs.flow, cfg)
+    t1, balance = table_one(inputs.table_one, res, cfg)
+    currency, stale = delivery_summary(inputs.dq, cfg)
+    survival = survival_part(inputs.curves, inputs.ph, res, cfg)
+    did = did_part(inputs.did, inputs.panel, cfg)
+    intermediate = intermediate_table(inputs.intermediate, cfg)
+    fidelity = fidelity_part(inputs.panel, inputs.fidelity, cfg)
+    arms = arms_part(inputs.arms, cfg)
+    people = safe_count(inputs.flow["in_cohort"].sum(), cfg.disclosure)
+    forces = {
+        "pilot": len(cfg.pilot_codes),
+        "comparison": len(cfg.forces) - len(cfg.pilot_codes),
+    }
+    summary = build_summary(res, survival["hrs"], cfg, people, forces)
+    dq = inputs.dq
+    inf = headline_inference(cfg)
+    context = {
+        "title": TITLE,
+        "study": cfg.study,
+        "disclosure": cfg.disclosure,
+        "provenance": provenance(inputs.results, cfg),
+        "nav": NAV,
+        "stale": stale,
+        "summary": summary,
+        "force_pages": [
+            {"name": f.name, "href": f"force-{f.code}.html"} for f in cfg.forces if f.arm == "pilot"
+        ],
+        "entry_window": cfg.analysis.entry_window_days,
+        "follow_up": years_phrase(cfg.analysis.follow_up_days),
+        "waiting": cfg.analysis.waiting_period_days,
+        "flow": flow,
+        "exclusions": exclusions,
+        "balance": balance,
+        "table_one": t1,
+        "dq_counts": {
+            "received": len(dq),
+            "quarantined": int(dq["quarantined"].sum()) if len(dq) else 0,
+            "stale": len(stale),
+            "forces": len(cfg.forces),
+        },
+        "currency": currency,
+        "primary_label": OUTCOME_LABELS[cfg.analysis.primary_outcome].lower(),
+        "survival": survival,
+        "did": did,
+        "outcomes": list(OUTCOMES),
+        "outcome_labels": OUTCOME_LABELS,
+        "intermediate": intermediate,
+        "fidelity": fidelity,
+        "arms": arms,
+        "weighting_label": WEIGHTING_LABELS[cfg.analysis.weighting],
+        "covariates": [COVARIATE_LABELS.get(c, c).lower() for c in cfg.analysis.covariates],
+        "truncation": [f"{x:g}" for x in cfg.analysis.weight_truncation],
+        "n_forces": len(cfg.forces),
+        "n_pilot": len(cfg.pilot_codes),
+        "headline_inference": cfg.analysis.cluster_inference,
+        "headline_phrase": INFERENCE_PHRASES[inf],
+        "permutations_note": _permutations_note(cfg),
+    }
+    tables = page_tables(
+        [flow, exclusions, t1, currency],
+        [survival[k] for k in ("forest", "hr_table", "horizon", "power", "hr_sensitivity")],
+        survival["outcomes"],
+        [did["aggregates"], did["charts"], intermediate],
+        [fidelity[k] for k in ("charts", "by_arm", "by_risk", "by_force")],
+        [arms[k] for k in ("c_index", "improvement", "rates")],
+    )
+    return Page("evaluation-report", "evaluation-report.html.j2", context, tables)
+
+
+def render_evaluation_report(inputs: ReportInputs, cfg: StudyConfig, out: Path) -> dict[Path, str]:
+    return evaluation_page(inputs, cfg).render(out)
