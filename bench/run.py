@@ -1,0 +1,258 @@
+"""End-to-end benchmark of dpf-eval (issue 8).
+
+    python bench/run.py {demo|national} [--json PATH] [--scales 1,2,4] [--seed N] [--skip-bare]
+
+For each scale: writes the synthetic study (not timed as pipeline work), then runs
+`dpf-eval run` in a fresh process (wall time, peak RSS, per-asset breakdown from the Dagster
+event log), then the *bare* baseline in a fresh process: the same core functions called
+directly, without Dagster or great-expectations, so that orchestration plus validation
+overhead is a measured ratio. Prints a table and writes JSON with at least `end_to_end_s`,
+`bare_s`, `peak_rss_mb`, `people`, `contacts` (for the first scale) and a `scaling` list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = {"demo": ROOT / "config" / "pilot.yaml", "national": ROOT / "config" / "national.yaml"}
+PYTHON = sys.executable
+
+
+def _child(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Run a child process; return (wall seconds, its peak RSS in MB, stdout)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    out, err = proc.stdout.read(), proc.stderr.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"benchmark child failed: {' '.join(args)}\n{out[-2000:]}\n{err[-4000:]}")
+    return wall, usage.ru_maxrss / 1024, out
+
+
+def per_asset_seconds(dagster_home: Path) -> dict[str, float]:
+    """Seconds per step (asset) summed over every run in the instance, from its event log."""
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    import dagster as dg
+    from dagster._core.events import DagsterEventType
+
+    instance = dg.DagsterInstance.get()
+    totals: dict[str, float] = {}
+    for record in instance.get_run_records():
+        starts = {}
+        for entry in instance.all_logs(record.dagster_run.run_id):
+            ev = entry.dagster_event
+            if ev is None or not entry.step_key:
+                continue
+            key = entry.step_key
+            if ev.event_type == DagsterEventType.STEP_START:
+                starts[key] = entry.timestamp
+            elif ev.event_type == DagsterEventType.STEP_SUCCESS and key in starts:
+                name = "raw_delivery (per delivery, summed)" if key == "raw_delivery" else key
+                totals[name] = totals.get(name, 0.0) + entry.timestamp - starts.pop(key)
+    instance.dispose()
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+def bare(config: str, drop: str, out: str) -> dict:
+    """The core, called directly: read, cohort, models, results and reports. No Dagster, no
+    great-expectations (validation is the part this baseline leaves out on purpose)."""
+    import datetime as dt
+
+    import polars as pl
+
+    from evaluation import arms, did, fidelity, intermediate, panel
+    from evaluation import survival_models as sm
+    from evaluation.cohort import build_cohort, force_windows
+    from evaluation.config import load_config
+    from evaluation.extracts import discover_deliveries, read_delivery
+    from evaluation.results import build_results, write_json_atomic
+
+    timings: dict[str, float] = {}
+
+    def timed(name, fn, *a):
+        t = time.perf_counter()
+        result = fn(*a)
+        timings[name] = time.perf_counter() - t
+        return result
+
+    cfg = load_config(config)
+    deliveries = timed(
+        "read deliveries", lambda: [read_delivery(r) for r in discover_deliveries(drop)]
+    )
+    tables = {
+        t: pl.concat([d.tables[t].with_columns(force=pl.lit(d.ref.force)) for d in deliveries])
+        for t in ("people", "assessments", "contacts", "events", "circumstances")
+    }
+    dates = {d.ref.force: dt.date.fromisoformat(d.ref.extract_date) for d in deliveries}
+    windows = force_windows(cfg, dates)
+    cohort, _ = timed(
+        "cohort",
+        build_cohort,
+        tables["people"],
+        tables["assessments"],
+        tables["events"],
+        windows,
+        cfg,
+    )
+    survival = timed("survival (all)", sm.run_survival_analysis, cohort, cfg)
+    pnl = timed(
+        "force_month_panel",
+        panel.force_month_panel,
+        tables["people"],
+        tables["contacts"],
+        tables["events"],
+        tables["assessments"],
+        cfg,
+    )
+    _, did_rows = timed("did", did.did_estimates, pnl, cfg)
+    timed(
+        "fidelity",
+        fidelity.fidelity_tables,
+        tables["people"],
+        tables["contacts"],
+        tables["assessments"],
+        pnl,
+        cfg,
+    )
+    weighted, _ = sm.analysis_frame(cohort, cfg)
+    _, gee_rows = timed("gee", intermediate.gee_intermediate, weighted, tables, cfg)
+    _, arms_rows = timed("arms", arms.arms_prediction, cohort, cfg)
+    rows = [*survival.estimates, *did_rows, *gee_rows, *arms_rows]
+    doc = build_results("bare", cfg.sha256, [], rows)
+    write_json_atomic(doc, Path(out) / "restricted" / "results.json")
+    return {
+        "timings": timings,
+        "people": int(tables["people"].height),
+        "contacts": int(tables["contacts"].height),
+        "estimates": len(rows),
+    }
+
+
+def bench_scale(name: str, scale: float, seed: int, skip_bare: bool) -> dict:
+    config = str(CONFIGS[name])
+    with tempfile.TemporaryDirectory(prefix="dpf-bench-") as tmp:
+        drop, out, bare_out = Path(tmp, "drop"), Path(tmp, "out"), Path(tmp, "bare")
+        env = {**os.environ, "GX_ANALYTICS_ENABLED": "false"}
+        env.pop("DAGSTER_HOME", None)  # the run uses OUT/dagster: a fresh instance
+        dpf = str(Path(PYTHON).parent / "dpf-eval")
+        t0 = time.perf_counter()
+        _child(
+            [
+                dpf,
+                "synth",
+                "--config",
+                config,
+                "--out",
+                str(drop),
+                "--seed",
+                str(seed),
+                "--scale",
+                str(scale),
+            ],
+            env,
+        )
+        synth_s = time.perf_counter() - t0
+        truth = json.loads((drop / "truth.json").read_text())
+        print(
+            f"[{name} x{scale}] {truth['people']:,} people, {truth['contacts']:,} contacts "
+            f"(synthesised in {synth_s:.1f}s); running the pipeline ...",
+            flush=True,
+        )
+        e2e_s, e2e_rss, _ = _child(
+            [dpf, "run", "--config", config, "--drop", str(drop), "--out", str(out)], env
+        )
+        assets = per_asset_seconds(out / "dagster")
+        result = {
+            "name": name,
+            "scale": scale,
+            "people": truth["people"],
+            "contacts": truth["contacts"],
+            "end_to_end_s": round(e2e_s, 2),
+            "peak_rss_mb": round(e2e_rss, 1),
+            "per_asset_s": {k: round(v, 2) for k, v in assets.items()},
+        }
+        if not skip_bare:
+            print(
+                f"[{name} x{scale}] end to end {e2e_s:.1f}s; running the bare baseline ...",
+                flush=True,
+            )
+            bare_s, bare_rss, bare_out_text = _child(
+                [PYTHON, __file__, "--bare", config, str(drop), str(bare_out)], env
+            )
+            detail = json.loads(bare_out_text.strip().splitlines()[-1])
+            result.update(
+                {
+                    "bare_s": round(bare_s, 2),
+                    "bare_peak_rss_mb": round(bare_rss, 1),
+                    "bare_steps_s": {k: round(v, 2) for k, v in detail["timings"].items()},
+                    "overhead_ratio": round((e2e_s - bare_s) / bare_s, 3),
+                }
+            )
+        return result
+
+
+def machine() -> dict:
+    import psutil
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("study", nargs="?", choices=sorted(CONFIGS))
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument(
+        "--scales",
+        default="1",
+        help="comma-separated people multipliers, e.g. 1,2,4 for the scaling check",
+    )
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--skip-bare", action="store_true")
+    ap.add_argument("--bare", nargs=3, metavar=("CONFIG", "DROP", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.bare:
+        print(json.dumps(bare(*args.bare)))
+        return 0
+    if not args.study:
+        ap.error("name a study: demo or national")
+    runs = [
+        bench_scale(args.study, float(s), args.seed, args.skip_bare) for s in args.scales.split(",")
+    ]
+    for r in runs:
+        r["end_to_end_s_per_1k_people"] = round(1000 * r["end_to_end_s"] / r["people"], 3)
+    keys = (
+        "scale",
+        "people",
+        "contacts",
+        "end_to_end_s",
+        "bare_s",
+        "peak_rss_mb",
+        "end_to_end_s_per_1k_people",
+    )
+    doc = {**runs[0], "machine": machine(), "scaling": [{k: r.get(k) for k in keys} for r in runs]}
+    print(json.dumps(doc, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
