@@ -1,11 +1,9 @@
 """Which delivery each force's analysis uses, and the data-quality table the reports show."""
 
-import json
-
 import dagster as dg
 import polars as pl
 
-from assets.ingest import raw_delivery, report_path, validate_and_record
+from assets.ingest import raw_delivery, stored_report, validate_and_record
 from evaluation.extracts import discover_deliveries
 from pipelines.resources import StudyResource
 
@@ -27,9 +25,8 @@ def delivery_status(
     refs = discover_deliveries(study.drop)
     docs, todo = {}, []
     for ref in refs:
-        path = report_path(study, ref)
-        doc = json.loads(path.read_text()) if path.exists() else None
-        if doc is None or doc.get("path") != str(ref.path) or _changed(doc, ref):
+        doc = stored_report(study, ref)
+        if doc is None:
             todo.append(ref)
         else:
             docs[ref.key] = doc
@@ -53,12 +50,3 @@ def delivery_status(
             ),
         },
     )
-
-
-def _changed(doc: dict, ref) -> bool:
-    from evaluation.extracts import DeliveryError, delivery_content_hash
-
-    try:
-        return doc.get("content_sha256") != delivery_content_hash(ref)
-    except (OSError, DeliveryError):
-        return doc.get("content_sha256") is not None

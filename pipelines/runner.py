@@ -18,7 +18,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from evaluation.extracts import DeliveryError, delivery_content_hash, discover_deliveries
+from evaluation.extracts import discover_deliveries
 from pipelines.run_log import loggers_config
 
 LOCAL_INSTANCE_YAML = Path(__file__).resolve().parents[1] / "config" / "dagster.yaml"
@@ -53,16 +53,6 @@ def local_instance(out: Path) -> dg.DagsterInstance:
             target.write_text(LOCAL_INSTANCE_YAML.read_text())
         os.environ["DAGSTER_HOME"] = str(home_path)
     return dg.DagsterInstance.get()
-
-
-def _needs_validation(report: Path, ref) -> bool:
-    if not report.exists():
-        return True
-    try:
-        doc = json.loads(report.read_text())
-        return doc.get("content_sha256") != delivery_content_hash(ref)
-    except (OSError, ValueError, DeliveryError):
-        return True
 
 
 def _first_error(result: dg.ExecuteInProcessResult) -> str:
@@ -138,20 +128,22 @@ def _run_pipeline(config: str, drop: str, out: str, echo) -> RunSummary:
     if new_keys:
         instance.add_dynamic_partitions("deliveries", new_keys)
 
-    from assets.ingest import report_path
+    from assets.ingest import report_path, stored_report
 
-    todo = [r for r in refs if _needs_validation(report_path(study, r), r)]
+    todo = [r for r in refs if stored_report(study, r) is None]
+    # The first check validates every waiting delivery in one batch: note the reports'
+    # times before any run, to tell a run that failed from one whose report is already there.
+    before = {r.key: _mtime(report_path(study, r)) for r in todo}
     ingest = defs.resolve_job_def("ingest_and_validate")
     quarantined = []
     for i, ref in enumerate(todo, 1):
         t0 = time.perf_counter()
         report = report_path(study, ref)
-        before = _mtime(report)
         result = ingest.execute_in_process(
             partition_key=ref.key, instance=instance, raise_on_error=False, run_config=QUIET
         )
         _echo_warnings(instance, result.run_id, echo)
-        if not result.success and _mtime(report) in (None, before):
+        if not result.success and _mtime(report) in (None, before[ref.key]):
             # No new validation report: the run itself failed (a full disk, a permission),
             # which is not a verdict on the delivery.
             raise RunError(f"validating {ref.force} {ref.extract_date}: {_first_error(result)}")
