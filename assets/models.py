@@ -13,6 +13,7 @@ import dagster as dg
 import pandas as pd
 import polars as pl
 
+from assets.metadata import markdown_table
 from evaluation import survival_models as sm
 from evaluation.results import estimates_frame
 from pipelines.resources import StudyResource
@@ -61,7 +62,7 @@ def table_one(study: StudyResource, weighted_cohort: pl.DataFrame) -> dg.Output[
             ),
             "n_by_arm": dg.MetadataValue.json(summary["n"]),
             "table_one": dg.MetadataValue.md(
-                _md(
+                markdown_table(
                     table,
                     {
                         "covariate": "Covariate",
@@ -78,7 +79,7 @@ def table_one(study: StudyResource, weighted_cohort: pl.DataFrame) -> dg.Output[
                 )
             ),
             "weighting_options": dg.MetadataValue.md(
-                _md(
+                markdown_table(
                     methods,
                     {
                         "weighting": "Weighting",
@@ -112,7 +113,7 @@ def survival_curves(study: StudyResource, weighted_cohort: pl.DataFrame) -> dg.O
         metadata={
             "rows": len(curves),
             "at_horizon": dg.MetadataValue.md(
-                _md(
+                markdown_table(
                     hz,
                     {
                         "outcome": "Outcome",
@@ -150,7 +151,7 @@ def cox_estimates(
         pl.from_pandas(cox),
         metadata={
             "hazard_ratios": dg.MetadataValue.md(
-                _md(
+                markdown_table(
                     pilot,
                     {
                         "outcome": "Outcome",
@@ -192,7 +193,7 @@ def proportional_hazards(
         pl.from_pandas(ph),
         metadata={
             "pilot_and_global": dg.MetadataValue.md(
-                _md(
+                markdown_table(
                     pilot,
                     {
                         "outcome": "Outcome",
@@ -244,7 +245,7 @@ def few_cluster_inference(
         metadata={
             "headline_inference": sm.headline_inference(cfg),
             "hazard_ratios": dg.MetadataValue.md(
-                _md(
+                markdown_table(
                     main,
                     {
                         "outcome": "Outcome",
@@ -259,7 +260,7 @@ def few_cluster_inference(
                 )
             ),
             "leave_one_force_out": dg.MetadataValue.md(
-                _md(
+                markdown_table(
                     lofo,
                     {
                         "outcome": "Outcome",
@@ -290,7 +291,7 @@ def rmst_estimates(study: StudyResource, weighted_cohort: pl.DataFrame) -> dg.Ou
         pl.from_pandas(rm),
         metadata={
             "rmst_difference": dg.MetadataValue.md(
-                _md(
+                markdown_table(
                     rm,
                     {
                         "outcome": "Outcome",
@@ -323,7 +324,7 @@ def power_estimates(
         pl.from_pandas(pw),
         metadata={
             "power": dg.MetadataValue.md(
-                _md(
+                markdown_table(
                     pw,
                     {
                         "outcome": "Outcome",
@@ -376,7 +377,7 @@ def survival_results(
             "rows": frame.height,
             "headline_inference": sm.headline_inference(cfg),
             "estimates": dg.MetadataValue.md(
-                _md(
+                markdown_table(
                     counts,
                     {
                         "method": "Method",
@@ -388,36 +389,6 @@ def survival_results(
             ),  # fmt: skip
         },
     )
-
-
-def _cell(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "–"
-        return f"{v:.3g}" if abs(v) < 1e-3 and v != 0 else f"{v:.3f}"
-    return str(v).replace("|", "/")
-
-
-def _md(df: pd.DataFrame, columns: dict[str, str]) -> str:
-    """A markdown table of the named columns (missing columns left out), header labels."""
-    cols = [c for c in columns if c in df.columns]
-    lines = [
-        "| " + " | ".join(columns[c] for c in cols) + " |",
-        "|" + "---|" * len(cols),
-    ]
-    for row in df[cols].itertuples(index=False):
-        lines.append("| " + " | ".join(_cell(_py(v)) for v in row) + " |")
-    return "\n".join(lines)
-
-
-def _py(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else v
 
 
 def _jsonable(d: Any) -> Any:

@@ -11,7 +11,6 @@ loading the code location does not pay for them.
 """
 
 import datetime as dt
-import math
 from typing import Any
 
 import dagster as dg
@@ -19,6 +18,7 @@ import pandas as pd
 import polars as pl
 
 from assets.analysis_tables import in_use_deliveries, load_in_use
+from assets.metadata import cell, markdown_table
 from evaluation.cohort import force_windows
 from evaluation.config import StudyConfig
 from evaluation.results import estimates_frame
@@ -98,33 +98,6 @@ def results_metadata(results: pl.DataFrame) -> dict[str, Any]:
             )
         ),
     }
-
-
-def _cell(v: Any) -> str:
-    if hasattr(v, "item"):
-        v = v.item()
-    if v is None:
-        return "–"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "–"
-        return f"{v:.3g}" if abs(v) < 1e-3 and v != 0 else f"{v:.3f}"
-    if isinstance(v, dt.datetime | pd.Timestamp):
-        return v.date().isoformat()
-    return str(v).replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_table(df: pl.DataFrame | pd.DataFrame, columns: dict[str, str]) -> str:
-    """A markdown table of the named columns (those missing left out), with header labels."""
-    cols = [c for c in columns if c in df.columns]
-    rows = df.select(cols).rows() if isinstance(df, pl.DataFrame) else df[cols].values.tolist()
-    lines = ["| " + " | ".join(columns[c] for c in cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _bullets(lines: list[str]) -> dg.MarkdownMetadataValue:
@@ -325,7 +298,7 @@ def difference_in_differences(
             "forces": len(design),
             "pilot_forces": int(design["pilot"].sum()),
             "months_analysed": dg.MetadataValue.md(
-                f"{_cell(design['first_month'].iloc[0])} to {_cell(design['last_month'].iloc[0])}"
+                f"{cell(design['first_month'].iloc[0])} to {cell(design['last_month'].iloc[0])}"
                 " (ascertained in every force)"
                 if len(design)
                 else "None."

@@ -85,7 +85,8 @@ class Disclosure(_Strict):
 
 
 class Language(_Strict):
-    avoid: tuple[str, ...] = ("sex offender", "nominal", "RSO")
+    # The terms themselves live in each study's config file, the one place that names them.
+    avoid: tuple[str, ...] = Field(min_length=1)
 
 
 class Synthetic(_Strict):
@@ -125,7 +126,7 @@ class StudyConfig(_Strict):
     study: Study
     analysis: Analysis = Analysis()
     disclosure: Disclosure = Disclosure()
-    language: Language = Language()
+    language: Language
     synthetic: Synthetic = Synthetic()
     forces: tuple[Force, ...]
     # Filled by load_config: the hash of the file's bytes, for results.json provenance.

@@ -14,21 +14,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-# The columns of a results.json estimate row (analysis-plan.md, "results.json").
-ESTIMATE_COLUMNS: dict[str, pl.DataType] = {
-    "outcome": pl.String(),
-    "method": pl.String(),
-    "term": pl.String(),
-    "measure": pl.String(),
-    "estimate": pl.Float64(),
-    "ci_low": pl.Float64(),
-    "ci_high": pl.Float64(),
-    "p_value": pl.Float64(),
-    "n": pl.Int64(),
-    "events": pl.Int64(),
-    "weighting": pl.String(),
-    "inference": pl.String(),
-}
+from evaluation.results import ESTIMATE_SCHEMA as ESTIMATE_COLUMNS
 
 TABLE_NOTES = {
     "cohort": "One row per person in the cohort (restricted, person-level).",
