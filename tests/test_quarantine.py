@@ -41,8 +41,22 @@ def run(drop, out):
 
 def test_quarantine_then_recovery(tmp_path, capsys):
     drop, out = tmp_path / "drop", tmp_path / "out"
-    assert main(["synth", "--config", str(PILOT_CONFIG), "--out", str(drop), "--seed", "11",
-                 "--scale", "0.1"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "--config",
+                str(PILOT_CONFIG),
+                "--out",
+                str(drop),
+                "--seed",
+                "11",
+                "--scale",
+                "0.1",
+            ]
+        )
+        == 0
+    )
     old_date, newer = newer_copy(drop, "ASH", "2026-10-31")
     good_people = (newer / "people.csv").read_bytes()
     # The newer delivery's people.csv loses its last rows: the manifest no longer matches.
