@@ -110,6 +110,20 @@ def _counts_by_time(
     return utime, at_risk, n_at_risk, sums
 
 
+def _from_time_zero(curve: pd.DataFrame, start: dict[str, float]) -> pd.DataFrame:
+    """The curve with a time-0 row (its starting values, everyone at risk) if it lacks one."""
+    if curve.empty or curve["time"].iloc[0] <= 0:
+        return curve
+    first = {
+        "time": 0.0,
+        "at_risk": curve["at_risk"].iloc[0],
+        "n_at_risk": curve["n_at_risk"].iloc[0],
+        **start,
+    }
+    row = pd.DataFrame([{c: first[c] for c in curve.columns}])
+    return pd.concat([row, curve], ignore_index=True)
+
+
 def kaplan_meier(
     time: ArrayLike, event: ArrayLike, weights: ArrayLike | None = None, alpha: float = 0.05
 ) -> pd.DataFrame:
@@ -147,20 +161,7 @@ def kaplan_meier(
             "n_at_risk": n_head,
         }
     )
-    if utime[0] > 0:
-        first = pd.DataFrame(
-            {
-                "time": [0.0],
-                "at_risk": [n[0]],
-                "events": [0.0],
-                "survival": [1.0],
-                "ci_low": [1.0],
-                "ci_high": [1.0],
-                "n_at_risk": [n_head[0]],
-            }
-        )
-        df = pd.concat([first, df], ignore_index=True)
-    return df
+    return _from_time_zero(df, {"events": 0.0, "survival": 1.0, "ci_low": 1.0, "ci_high": 1.0})
 
 
 def _loglog_ci(surv: np.ndarray, green: np.ndarray, alpha: float) -> tuple[np.ndarray, ...]:
@@ -262,20 +263,7 @@ def aalen_johansen(
             "n_at_risk": n_head,
         }
     )
-    if utime[0] > 0:
-        first = pd.DataFrame(
-            {
-                "time": [0.0],
-                "at_risk": [n[0]],
-                "cif": [0.0],
-                "se": [0.0],
-                "ci_low": [0.0],
-                "ci_high": [0.0],
-                "n_at_risk": [n_head[0]],
-            }
-        )
-        df = pd.concat([first, df], ignore_index=True)
-    return df
+    return _from_time_zero(df, {"cif": 0.0, "se": 0.0, "ci_low": 0.0, "ci_high": 0.0})
 
 
 # --------------------------------------------------------------------------------------------
