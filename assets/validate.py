@@ -3,7 +3,7 @@
 import dagster as dg
 import polars as pl
 
-from assets.ingest import raw_delivery, stored_report, validate_and_record
+from assets.ingest import raw_delivery
 from evaluation.extracts import discover_deliveries
 from pipelines.resources import StudyResource
 
@@ -23,18 +23,12 @@ def delivery_status(
     from evaluation.validation import ValidationReport
 
     refs = discover_deliveries(study.drop)
-    docs, todo = {}, []
-    for ref in refs:
-        doc = stored_report(study, ref)
-        if doc is None:
-            todo.append(ref)
-        else:
-            docs[ref.key] = doc
+    todo = [ref for ref in refs if study.validation.stored(ref) is None]
     if todo:
         # Deliveries not yet validated (or changed since) are validated here by the same code.
         context.log.info(f"validating {len(todo)} new or changed deliveries")
-        docs.update(zip([r.key for r in todo], validate_and_record(study, todo), strict=True))
-    reports = [ValidationReport.from_dict(docs[ref.key]) for ref in refs]
+    docs = study.validation.reports(refs)
+    reports = [ValidationReport.from_dict(docs[ref]) for ref in refs]
     statuses = resolve_in_use(study.cfg, reports)
     table = data_quality_table(reports, statuses)
     stale = [s for s in statuses if s.stale]

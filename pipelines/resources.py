@@ -13,6 +13,7 @@ import dagster as dg
 import polars as pl
 
 from evaluation.config import StudyConfig, load_config
+from evaluation.validation_store import ValidationStore
 
 DEFAULT_CONFIG = "config/pilot.yaml"
 DEFAULT_DROP = "var/drop"
@@ -50,6 +51,10 @@ class StudyResource(dg.ConfigurableResource):
     def validation_store(self) -> Path:
         """One validation report (JSON) per delivery and content hash."""
         return self.restricted / "validation"
+
+    @cached_property
+    def validation(self) -> ValidationStore:
+        return ValidationStore(self.validation_store, Path(self.drop), self.cfg)
 
 
 def table_metadata(df: pl.DataFrame) -> dict[str, Any]:

@@ -4,7 +4,7 @@ whether started by `dpf-eval run`, a schedule, the sensor or the Dagster UI.
 Each line has `time`, `level`, `run_id`, `job`, `event` (a Dagster event type such as
 STEP_SUCCESS, or MESSAGE for an asset's own log line), `step`, `asset`, `force`,
 `delivery` and `message`; failures add `error`, check evaluations `check` and `passed`,
-materialisations `rows`. The force and delivery come from the run's partition
+materialisations `rows`. The force and delivery come from the run's or the event's partition
 (`FORCE|YYYY-MM-DD`) or from a message that names them ("force ASH", "delivery 2026-09-30").
 
 Nothing person-level is written: only these fields, never metadata values or data, and any
@@ -93,9 +93,11 @@ def log_entry(record: logging.LogRecord, min_level: int = logging.INFO) -> dict[
     else:
         kind = "MESSAGE"
     message = scrub(str(meta.get("orig_message") or ""))
-    partition = (meta.get("job_tags") or {}).get("dagster/partition") or (
-        event.partition if event is not None and kind == "ASSET_MATERIALIZATION" else None
-    )
+    partition = (meta.get("job_tags") or {}).get("dagster/partition")
+    if kind == "ASSET_MATERIALIZATION":  # a run over many deliveries: the event's own
+        partition = partition or event.partition
+    elif kind == "ASSET_CHECK_EVALUATION":
+        partition = partition or event.asset_check_evaluation_data.partition
     force = delivery = None
     if partition and "|" in partition:
         force, delivery = partition.split("|", 1)

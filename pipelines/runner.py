@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -66,6 +66,20 @@ def _first_error(result: dg.ExecuteInProcessResult) -> str:
     return "the run failed (see the Dagster UI or logs under the output folder)"
 
 
+def _only_quarantines(result: dg.ExecuteInProcessResult) -> bool:
+    """True if every failed step failed because a blocking check quarantined a delivery."""
+
+    def verdict(err) -> bool:
+        while err is not None:
+            if err.cls_name == "DagsterAssetCheckFailedError":
+                return True
+            err = err.cause
+        return False
+
+    failures = [e for e in result.all_events if e.is_step_failure]
+    return all(verdict(e.step_failure_data.error) for e in failures)
+
+
 def _echo_warnings(instance: dg.DagsterInstance, run_id: str, echo) -> None:
     """The assets' own warnings in a run (not Dagster's events), one line each."""
     for entry in instance.all_logs(run_id):
@@ -75,11 +89,59 @@ def _echo_warnings(instance: dg.DagsterInstance, run_id: str, echo) -> None:
             echo(f"  warning: {entry.step_key or 'run'}: {entry.user_message}")
 
 
-def _mtime(path: Path) -> int | None:
-    try:
-        return path.stat().st_mtime_ns
-    except FileNotFoundError:
-        return None
+def _start_prevalidation(config: str, store, out: Path) -> subprocess.Popen:
+    """`evaluation.validation_store` in a child process: it takes the validation store's lock
+    and validates every pending delivery; the pipeline's check waits for the lock and then
+    reports the stored verdicts (or validates itself whatever the child did not)."""
+    log = out / "logs" / "prevalidation.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as err:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "evaluation.validation_store",
+                config,
+                str(store.drop),
+                str(store.root),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+
+
+def _finish_prevalidation(child: subprocess.Popen, echo) -> None:
+    child.stdout.close()
+    if child.wait() != 0:
+        echo(
+            f"  note: validation in a second process stopped (exit {child.returncode}; see "
+            "logs/prevalidation.log); the pipeline's check validated the deliveries itself"
+        )
+
+
+def _ingest(
+    defs: dg.Definitions, instance: dg.DagsterInstance, todo: list
+) -> dg.ExecuteInProcessResult:
+    """One ingest-and-validate run over the deliveries to validate: the range of delivery
+    partitions from the first to the last of them (any unchanged delivery in between is
+    read again and keeps its stored report)."""
+    order = {key: i for i, key in enumerate(instance.get_dynamic_partitions("deliveries"))}
+    keys = sorted((r.key for r in todo), key=order.__getitem__)
+    ingest = defs.resolve_job_def("ingest_and_validate")
+    if len(keys) == 1:
+        return ingest.execute_in_process(
+            partition_key=keys[0], instance=instance, raise_on_error=False, run_config=QUIET
+        )
+    return ingest.execute_in_process(
+        instance=instance,
+        raise_on_error=False,
+        run_config=QUIET,
+        tags={
+            "dagster/asset_partition_range_start": keys[0],
+            "dagster/asset_partition_range_end": keys[-1],
+        },
+    )
 
 
 @contextlib.contextmanager
@@ -107,7 +169,7 @@ def run_pipeline(config: str, drop: str, out: str, echo=print) -> RunSummary:
 def _run_pipeline(config: str, drop: str, out: str, echo) -> RunSummary:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     from evaluation.config import load_config
-    from pipelines.definitions import build_definitions
+    from pipelines.resources import StudyResource
 
     started = time.perf_counter()
     cfg = load_config(config)  # ConfigError propagates with a readable message
@@ -119,45 +181,47 @@ def _run_pipeline(config: str, drop: str, out: str, echo) -> RunSummary:
     if unknown:
         echo(f"note: deliveries from forces not in {config} are quarantined: {unknown}")
     out_path.mkdir(parents=True, exist_ok=True)
+    store = StudyResource(config_path=config, drop=str(drop_path), out=str(out_path)).validation
+    todo = [r for r in refs if store.stored(r) is None]
+    # Validation starts now, in its own process on the second core, while Dagster loads.
+    prevalidation = _start_prevalidation(config, store, out_path) if todo else None
+
+    from pipelines.definitions import build_definitions
+
     instance = local_instance(out_path)
     defs = build_definitions(config, str(drop_path), str(out_path))
     study = defs.resources["study"]
-
     existing = set(instance.get_dynamic_partitions("deliveries"))
     new_keys = [r.key for r in refs if r.key not in existing]
     if new_keys:
         instance.add_dynamic_partitions("deliveries", new_keys)
 
-    from assets.ingest import report_path, stored_report
-
-    todo = [r for r in refs if stored_report(study, r) is None]
-    # The first check validates every waiting delivery in one batch: note the reports'
-    # times before any run, to tell a run that failed from one whose report is already there.
-    before = {r.key: _mtime(report_path(study, r)) for r in todo}
-    ingest = defs.resolve_job_def("ingest_and_validate")
     quarantined = []
-    for i, ref in enumerate(todo, 1):
+    if todo:
         t0 = time.perf_counter()
-        report = report_path(study, ref)
-        result = ingest.execute_in_process(
-            partition_key=ref.key, instance=instance, raise_on_error=False, run_config=QUIET
-        )
+        prevalidation.stdout.readline()  # it holds the store's lock (or has already stopped)
+        result = _ingest(defs, instance, todo)
+        _finish_prevalidation(prevalidation, echo)
         _echo_warnings(instance, result.run_id, echo)
-        if not result.success and _mtime(report) in (None, before[ref.key]):
-            # No new validation report: the run itself failed (a full disk, a permission),
-            # which is not a verdict on the delivery.
-            raise RunError(f"validating {ref.force} {ref.extract_date}: {_first_error(result)}")
-        doc = json.loads(report.read_text()) if report.exists() else {}
-        errors = sum(f["severity"] == "error" for f in doc.get("findings", []))
-        warnings = sum(f["severity"] == "warning" for f in doc.get("findings", []))
-        verdict = "QUARANTINED" if doc.get("blocking", True) else "ok"
-        if doc.get("blocking", True):
-            quarantined.append(f"{ref.force} {ref.extract_date}")
-        echo(
-            f"[{i}/{len(todo)}] validated {ref.force} {ref.extract_date}: {verdict} "
-            f"({errors} errors, {warnings} warnings, {time.perf_counter() - t0:.1f}s)"
-        )
-    if not todo:
+        if not result.success and not _only_quarantines(result):
+            # The run itself failed (a full disk, a permission): not a verdict on a delivery.
+            which = f"{todo[0].force} {todo[0].extract_date}" if len(todo) == 1 else "deliveries"
+            raise RunError(f"validating {which}: {_first_error(result)}")
+        for i, ref in enumerate(todo, 1):
+            doc = study.validation.stored(ref)
+            if doc is None:
+                raise RunError(f"validating {ref.force} {ref.extract_date}: {_first_error(result)}")
+            errors = sum(f["severity"] == "error" for f in doc["findings"])
+            warnings = sum(f["severity"] == "warning" for f in doc["findings"])
+            if doc["blocking"]:
+                quarantined.append(f"{ref.force} {ref.extract_date}")
+            echo(
+                f"[{i}/{len(todo)}] validated {ref.force} {ref.extract_date}: "
+                f"{'QUARANTINED' if doc['blocking'] else 'ok'} "
+                f"({errors} errors, {warnings} warnings)"
+            )
+        echo(f"validated {len(todo)} deliveries in {time.perf_counter() - t0:.1f}s")
+    else:
         echo(f"all {len(refs)} deliveries already validated (same content)")
 
     echo("running the evaluation: cohort, models, reports ...")

@@ -1,4 +1,5 @@
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -24,21 +25,25 @@ def _isolated_dagster_home(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(home))
 
 
+def fast_config(folder: Path) -> Path:
+    """A copy of the pilot config with 99 permutations and bootstrap draws (not 999)."""
+    config = folder / "pilot-fast.yaml"
+    text = PILOT_CONFIG.read_text()
+    text = re.sub(r"(?m)^(\s*permutations:)\s*\d+", r"\1 99", text)
+    text = re.sub(r"(?m)^(\s*bootstrap_reps:)\s*\d+", r"\1 99", text)
+    config.write_text(text)
+    return config
+
+
 @pytest.fixture(scope="session")
 def report_study(tmp_path_factory):
     """A tiny synthetic study (scale 0.03: small cells everywhere) run once through
     `dpf-eval synth` and `dpf-eval run`, with fewer permutations and bootstrap draws than the
     demo (a config copy), for the published-report tests. Returns (config, drop, out)."""
-    import re
-
     from pipelines.cli import main
 
     base = tmp_path_factory.mktemp("report_study")
-    config = base / "pilot-fast.yaml"
-    text = PILOT_CONFIG.read_text()
-    text = re.sub(r"(?m)^(\s*permutations:)\s*\d+", r"\1 99", text)
-    text = re.sub(r"(?m)^(\s*bootstrap_reps:)\s*\d+", r"\1 99", text)
-    config.write_text(text)
+    config = fast_config(base)
     drop, out = base / "drop", base / "out"
     home = base / "dagster_home"
     home.mkdir()

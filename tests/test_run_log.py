@@ -27,18 +27,21 @@ def test_every_run_is_logged_with_run_force_delivery_and_asset(log_lines, pilot_
     for line in lines:
         by_run.setdefault(line["run_id"], []).append(line)
     ingest = [r for r in by_run.values() if r[0]["job"] == "ingest_and_validate"]
-    # One ingest run per delivery (the second CLI run found them validated already).
-    assert sorted((r[0]["force"], r[0]["delivery"]) for r in ingest) == sorted(
-        (f, "2026-09-30") for f in pilot_cfg.force_codes
-    )
-    for run in ingest:
-        assert {line["force"] for line in run} == {run[0]["force"]}
-        events = [line["event"] for line in run]
-        assert events[0] == "RUN_START" and events[-1] in {"RUN_SUCCESS", "RUN_FAILURE"}
-        checks = [line for line in run if line["event"] == "ASSET_CHECK_EVALUATION"]
-        assert [(c["asset"], c["check"], c["passed"]) for c in checks] == [
-            ("raw_delivery", "delivery_conforms", True)
-        ]
+    # One ingest run over all the deliveries (the second CLI run found them validated).
+    assert len(ingest) == 1
+    (run,) = ingest
+    events = [line["event"] for line in run]
+    assert events[0] == "RUN_START" and events[-1] == "RUN_SUCCESS"
+    expected = sorted((f, "2026-09-30") for f in pilot_cfg.force_codes)
+    stored = [line for line in run if line["event"] == "ASSET_MATERIALIZATION"]
+    assert sorted((line["force"], line["delivery"]) for line in stored) == expected
+    checks = [line for line in run if line["event"] == "ASSET_CHECK_EVALUATION"]
+    assert {(c["asset"], c["check"], c["passed"]) for c in checks} == {
+        ("raw_delivery", "delivery_conforms", True)
+    }
+    # One evaluation per delivery, then the check's result for the run as a whole.
+    assert sorted((c["force"], c["delivery"]) for c in checks if c["force"]) == expected
+    assert len(checks) == len(expected) + 1
     evaluation = [r for r in by_run.values() if r[0]["job"] == "evaluation"]
     assert len(evaluation) == 2  # both CLI runs
     for run in evaluation:
