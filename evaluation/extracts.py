@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from evaluation.schema import TABLE_COLUMNS, TABLES, Column
@@ -213,20 +214,23 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _bad_record_rows(text: str, n_fields: int) -> list[int]:
+def _bad_record_rows(data: bytes, n_fields: int) -> list[int]:
     """1-based data-row numbers of records whose field count differs from the header's.
 
-    A file without quote characters has one record per line, so counting separators per line
-    (vectorised) is exact; a quoted file goes through the csv module, which follows RFC 4180
-    and also catches an unterminated quote at the end of a truncated file.
+    `data` is the file's UTF-8 text without BOM and trailing line breaks. A file without quote
+    characters has one record per line, so counting commas per line (vectorised over the
+    bytes) is exact; a quoted file goes through the csv module, which follows RFC 4180 and
+    also catches an unterminated quote at the end of a truncated file.
     """
-    if '"' not in text:
-        lines = pl.Series([text]).str.split("\n").explode().str.strip_suffix("\r")
-        counts = lines.str.count_matches(",", literal=True)
-        bad = (counts != n_fields - 1).arg_true()
-        return [i for i in bad.to_list() if i > 0]
+    if b'"' not in data:
+        buf = np.frombuffer(data, dtype=np.uint8)
+        line_ends = np.append(np.flatnonzero(buf == ord("\n")), len(buf))
+        commas_before = np.searchsorted(np.flatnonzero(buf == ord(",")), line_ends)
+        commas = np.diff(commas_before, prepend=0)  # per line; line 0 is the header
+        bad = np.flatnonzero(commas != n_fields - 1)
+        return [int(i) for i in bad if i > 0]
     bad, row = [], 0
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    reader = csv.reader(io.StringIO(data.decode("utf-8"), newline=""), strict=True)
     try:
         next(reader)
         for row, record in enumerate(reader, start=1):  # noqa: B007 - row used after the loop
@@ -244,17 +248,18 @@ def _csv_as_text(raw: bytes, where: str) -> pl.DataFrame:
         raise UnreadableFile(
             f"{where}: empty file (a table with no rows needs its header line)", "empty_file"
         )
+    # Trailing blank lines are harmless but polars would read them as empty rows.
+    data = raw.rstrip(b"\r\n")
     try:
-        text = raw.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1
         raise UnreadableFile(
             f"{where}: not UTF-8 text (first bad byte on line {line}); save it as UTF-8",
             "not_utf8",
         ) from None
-    # Trailing blank lines are harmless but polars would read them as empty rows.
-    text = text.rstrip("\r\n")
-    header = next(csv.reader(io.StringIO(text.split("\n", 1)[0].rstrip("\r"))), [])
+    first_line = text[: text.find("\n")] if "\n" in text else text
+    header = next(csv.reader(io.StringIO(first_line.rstrip("\r"))), [])
     if len(header) == 1:
         for sep, name in OTHER_SEPARATORS.items():
             if sep in header[0]:
@@ -265,7 +270,7 @@ def _csv_as_text(raw: bytes, where: str) -> pl.DataFrame:
     dupes = sorted({c for c in header if header.count(c) > 1})
     if dupes:
         raise UnreadableFile(f"{where}: repeated column name(s) {dupes}", "duplicate_column")
-    bad = _bad_record_rows(text, len(header))
+    bad = _bad_record_rows(data, len(header))
     if bad:
         n_rows = text.count("\n")
         if bad == [n_rows] and not raw.endswith(b"\n"):
@@ -277,9 +282,7 @@ def _csv_as_text(raw: bytes, where: str) -> pl.DataFrame:
             )
         raise UnreadableFile(f"{where}: {message}", "malformed_rows", bad)
     try:
-        return pl.read_csv(
-            (text + "\n").encode(), infer_schema=False, null_values=[""], raise_if_empty=True
-        )
+        return pl.read_csv(data + b"\n", infer_schema=False, null_values=[""], raise_if_empty=True)
     except Exception as exc:  # polars raises several kinds for malformed files
         raise UnreadableFile(f"{where}: cannot be read ({_first_line(exc)})") from None
 
@@ -292,13 +295,12 @@ def _read_text_frame(path: Path, where: str, raw: bytes | None = None) -> pl.Dat
     return _csv_as_text(raw, where)
 
 
-def parse_column(text: pl.Series, col: Column) -> tuple[pl.Series, list[int]]:
-    """Parse one text column to its contract type; returns values and bad 1-based row numbers."""
-    dtype = col.dtype
-    s = text.str.strip_chars()
-    if dtype in ("str", "enum"):
-        return s, []
-    if dtype == "bool":
+def _parse_expr(col: Column) -> pl.Expr:
+    """Expression parsing text column `col.name` to its type; null where it does not parse."""
+    s = pl.col(col.name).str.strip_chars()
+    if col.dtype in ("str", "enum"):
+        parsed = s
+    elif col.dtype == "bool":
         parsed = (
             pl.when(s.is_in(TRUE_VALUES))
             .then(True)
@@ -306,20 +308,41 @@ def parse_column(text: pl.Series, col: Column) -> tuple[pl.Series, list[int]]:
             .then(False)
             .otherwise(None)
         )
-        out = pl.select(parsed.alias(col.name)).to_series()
-    elif dtype == "int":
-        out = s.cast(pl.Int64, strict=False)
-    elif dtype == "date":
+    elif col.dtype == "int":
+        parsed = s.cast(pl.Int64, strict=False)
+    elif col.dtype == "date":
         # Only YYYY-MM-DD: strptime alone would also take 2026-9-3.
-        c = pl.col(col.name)
-        parsed = pl.when(c.str.contains(r"^\d{4}-\d{2}-\d{2}$")).then(
-            c.str.strptime(pl.Date, "%Y-%m-%d", strict=False)
+        parsed = pl.when(s.str.contains(r"^\d{4}-\d{2}-\d{2}$")).then(
+            s.str.strptime(pl.Date, "%Y-%m-%d", strict=False)
         )
-        out = s.to_frame(col.name).select(parsed).to_series()
     else:  # pragma: no cover - schema is fixed
-        raise ValueError(dtype)
-    bad = (out.is_null() & s.is_not_null()).arg_true()
-    return out.alias(col.name), (bad + 1).to_list()
+        raise ValueError(col.dtype)
+    return parsed.cast(POLARS_TYPE[col.dtype]).alias(col.name)
+
+
+def _parse_frame(
+    raw: pl.DataFrame, columns: tuple[Column, ...] | list[Column]
+) -> tuple[pl.DataFrame, dict[str, list[int]]]:
+    """Parse a text frame to the contract types of `columns`, in their order, in one pass.
+
+    A column absent from `raw` is all null. Returns the typed frame and
+    {column: bad 1-based row numbers} for cells whose text did not parse.
+    """
+    present = set(raw.columns)
+    exprs = [
+        _parse_expr(col)
+        if col.name in present
+        else pl.repeat(None, raw.height, dtype=POLARS_TYPE[col.dtype]).alias(col.name)
+        for col in columns
+    ]
+    frame = raw.select(exprs)
+    # A null cell stays null, so a column has bad cells only if parsing added nulls.
+    errors = {}
+    for col in columns:
+        if col.name in present and frame[col.name].null_count() > raw[col.name].null_count():
+            bad = frame[col.name].is_null() & raw[col.name].is_not_null()
+            errors[col.name] = (bad.arg_true() + 1).to_list()
+    return frame, errors
 
 
 @dataclass
@@ -333,19 +356,11 @@ class _TableRead:
 def _load_table(path: Path, table: str, where: str, data: bytes | None = None) -> _TableRead:
     raw = _read_text_frame(path, where, data)
     raw = raw.rename({c: c.lstrip("\ufeff") for c in raw.columns})
-    expected = {c.name: c for c in TABLE_COLUMNS[table]}
-    extra = [c for c in raw.columns if c not in expected]
-    missing = [c for c in expected if c not in raw.columns]
-    cols, errors = [], {}
-    for name, col in expected.items():
-        if name in raw.columns:
-            series, bad = parse_column(raw[name], col)
-            if bad:
-                errors[name] = bad
-        else:
-            series = pl.Series(name, [None] * raw.height, dtype=POLARS_TYPE[col.dtype])
-        cols.append(series.cast(POLARS_TYPE[col.dtype]))
-    frame = pl.DataFrame(cols) if cols else pl.DataFrame()
+    expected = TABLE_COLUMNS[table]
+    names = {c.name for c in expected}
+    extra = [c for c in raw.columns if c not in names]
+    missing = [c.name for c in expected if c.name not in raw.columns]
+    frame, errors = _parse_frame(raw, expected)
     return _TableRead(frame, raw.select(extra), missing, errors)
 
 

@@ -37,6 +37,11 @@ LOCK_NAME = ".validating.lock"
 LOCKED = "locked"  # what `prevalidate` prints once it holds the lock
 
 
+def validation_root(out: str | Path) -> Path:
+    """Where an output folder keeps its validation reports (restricted)."""
+    return Path(out) / "restricted" / "validation"
+
+
 @dataclass(frozen=True)
 class ValidationStore:
     root: Path  # OUT/restricted/validation

@@ -13,7 +13,7 @@ import dagster as dg
 import polars as pl
 
 from evaluation.config import StudyConfig, load_config
-from evaluation.validation_store import ValidationStore
+from evaluation.validation_store import ValidationStore, validation_root
 
 DEFAULT_CONFIG = "config/pilot.yaml"
 DEFAULT_DROP = "var/drop"
@@ -50,7 +50,7 @@ class StudyResource(dg.ConfigurableResource):
     @property
     def validation_store(self) -> Path:
         """One validation report (JSON) per delivery and content hash."""
-        return self.restricted / "validation"
+        return validation_root(self.out)
 
     @cached_property
     def validation(self) -> ValidationStore:

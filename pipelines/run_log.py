@@ -19,9 +19,10 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dagster as dg
+if TYPE_CHECKING:  # Dagster is imported where the logger is built: the CLI starts faster
+    import dagster as dg
 
 RUN_LOG_NAME = "runs.jsonl"
 # The events an operator follows a run by; the rest (inputs loaded, outputs handled) are in
@@ -168,6 +169,7 @@ class JsonLinesHandler(logging.Handler):
 
 def json_lines_logger(out: str) -> dg.LoggerDefinition:
     """The Dagster logger that writes `OUT/logs/runs.jsonl` for the study writing to `out`."""
+    import dagster as dg
 
     @dg.logger(
         config_schema={

@@ -15,11 +15,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import dagster as dg
+from typing import TYPE_CHECKING
 
 from evaluation.extracts import discover_deliveries
 from pipelines.run_log import loggers_config
+
+if TYPE_CHECKING:  # imported when a run starts, after validation has been started
+    import dagster as dg
 
 LOCAL_INSTANCE_YAML = Path(__file__).resolve().parents[1] / "config" / "dagster.yaml"
 # The CLI prints its own progress, the assets' warnings after each run and a failure as one
@@ -52,6 +54,8 @@ def local_instance(out: Path) -> dg.DagsterInstance:
         if not target.exists():
             target.write_text(LOCAL_INSTANCE_YAML.read_text())
         os.environ["DAGSTER_HOME"] = str(home_path)
+    import dagster as dg
+
     return dg.DagsterInstance.get()
 
 
@@ -169,7 +173,7 @@ def run_pipeline(config: str, drop: str, out: str, echo=print) -> RunSummary:
 def _run_pipeline(config: str, drop: str, out: str, echo) -> RunSummary:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     from evaluation.config import load_config
-    from pipelines.resources import StudyResource
+    from evaluation.validation_store import ValidationStore, validation_root
 
     started = time.perf_counter()
     cfg = load_config(config)  # ConfigError propagates with a readable message
@@ -181,7 +185,7 @@ def _run_pipeline(config: str, drop: str, out: str, echo) -> RunSummary:
     if unknown:
         echo(f"note: deliveries from forces not in {config} are quarantined: {unknown}")
     out_path.mkdir(parents=True, exist_ok=True)
-    store = StudyResource(config_path=config, drop=str(drop_path), out=str(out_path)).validation
+    store = ValidationStore(validation_root(out_path), drop_path, cfg)
     todo = [r for r in refs if store.stored(r) is None]
     # Validation starts now, in its own process on the second core, while Dagster loads.
     prevalidation = _start_prevalidation(config, store, out_path) if todo else None
