@@ -12,6 +12,7 @@ Bad input gets a one-line reason, never a traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -138,5 +139,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The `dpf-eval` command. Once a command has finished and its output is flushed, the
+    process ends at once: tearing down an interpreter that holds Dagster, pandas, polars and
+    statsmodels takes most of a second, and nothing is left to do."""
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
