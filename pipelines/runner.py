@@ -23,6 +23,9 @@ from pipelines.run_log import loggers_config
 if TYPE_CHECKING:  # imported when a run starts, after validation has been started
     import dagster as dg
 
+    from evaluation.config import StudyConfig
+    from evaluation.validation_store import ValidationStore
+
 LOCAL_INSTANCE_YAML = Path(__file__).resolve().parents[1] / "config" / "dagster.yaml"
 # The CLI prints its own progress, the assets' warnings after each run and a failure as one
 # line; Dagster's console log (which prints tracebacks) stays quiet. Every run's events are
@@ -93,35 +96,37 @@ def _echo_warnings(instance: dg.DagsterInstance, run_id: str, echo) -> None:
             echo(f"  warning: {entry.step_key or 'run'}: {entry.user_message}")
 
 
-def _start_prevalidation(config: str, store, out: Path) -> subprocess.Popen:
+def _prevalidation_command(config: str, store: ValidationStore) -> list[str]:
+    module = "evaluation.validation_store"
+    return [sys.executable, "-m", module, config, str(store.drop), str(store.root)]
+
+
+@contextlib.contextmanager
+def _validating_in_background(config: str, store, out: Path, echo) -> Iterator[subprocess.Popen]:
     """`evaluation.validation_store` in a child process: it takes the validation store's lock
-    and validates every pending delivery; the pipeline's check waits for the lock and then
-    reports the stored verdicts (or validates itself whatever the child did not)."""
+    and validates every pending delivery, while this process loads Dagster and reads the
+    deliveries. The pipeline's check waits for the lock, then reports the stored verdicts (or
+    validates itself whatever the child did not). The child is always waited for."""
     log = out / "logs" / "prevalidation.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as err:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "evaluation.validation_store",
-                config,
-                str(store.drop),
-                str(store.root),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
+        child = subprocess.Popen(
+            _prevalidation_command(config, store), stdout=subprocess.PIPE, stderr=err
         )
+    try:
+        yield child
+    finally:
+        child.stdout.close()
+        if child.wait() != 0:
+            echo(
+                f"  note: validation in a second process stopped (exit {child.returncode}; "
+                "see logs/prevalidation.log); the pipeline's check validated the deliveries"
+            )
 
 
-def _finish_prevalidation(child: subprocess.Popen, echo) -> None:
-    child.stdout.close()
-    if child.wait() != 0:
-        echo(
-            f"  note: validation in a second process stopped (exit {child.returncode}; see "
-            "logs/prevalidation.log); the pipeline's check validated the deliveries itself"
-        )
+@contextlib.contextmanager
+def _nothing_to_validate(*_) -> Iterator[None]:
+    yield None
 
 
 def _ingest(
@@ -166,18 +171,20 @@ def output_lock(out: Path, echo=print) -> Iterator[None]:
 
 def run_pipeline(config: str, drop: str, out: str, echo=print) -> RunSummary:
     """Validate new deliveries, then materialise the evaluation. Raises RunError."""
-    with output_lock(Path(out), echo):
-        return _run_pipeline(config, drop, out, echo)
-
-
-def _run_pipeline(config: str, drop: str, out: str, echo) -> RunSummary:
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     from evaluation.config import load_config
+
+    cfg = load_config(config)  # a bad config stops here, before any output folder is made
+    with output_lock(Path(out), echo):
+        return _run_pipeline(config, cfg, Path(drop), Path(out), echo)
+
+
+def _run_pipeline(
+    config: str, cfg: StudyConfig, drop_path: Path, out_path: Path, echo
+) -> RunSummary:
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     from evaluation.validation_store import ValidationStore, validation_root
 
     started = time.perf_counter()
-    cfg = load_config(config)  # ConfigError propagates with a readable message
-    drop_path, out_path = Path(drop), Path(out)
     refs = discover_deliveries(drop_path)
     if not refs:
         raise RunError(f"no deliveries found under {drop_path} (expected <force>/<YYYY-MM-DD>/)")
@@ -187,25 +194,25 @@ def _run_pipeline(config: str, drop: str, out: str, echo) -> RunSummary:
     out_path.mkdir(parents=True, exist_ok=True)
     store = ValidationStore(validation_root(out_path), drop_path, cfg)
     todo = [r for r in refs if store.stored(r) is None]
-    # Validation starts now, in its own process on the second core, while Dagster loads.
-    prevalidation = _start_prevalidation(config, store, out_path) if todo else None
+    t0 = time.perf_counter()
+    # Validation starts first, on the second core; Dagster loads meanwhile.
+    background = _validating_in_background if todo else _nothing_to_validate
+    with background(config, store, out_path, echo) as validating:
+        from pipelines.definitions import build_definitions
 
-    from pipelines.definitions import build_definitions
-
-    instance = local_instance(out_path)
-    defs = build_definitions(config, str(drop_path), str(out_path))
-    study = defs.resources["study"]
-    existing = set(instance.get_dynamic_partitions("deliveries"))
-    new_keys = [r.key for r in refs if r.key not in existing]
-    if new_keys:
-        instance.add_dynamic_partitions("deliveries", new_keys)
+        instance = local_instance(out_path)
+        defs = build_definitions(config, str(drop_path), str(out_path))
+        study = defs.resources["study"]
+        existing = set(instance.get_dynamic_partitions("deliveries"))
+        new_keys = [r.key for r in refs if r.key not in existing]
+        if new_keys:
+            instance.add_dynamic_partitions("deliveries", new_keys)
+        if todo:
+            validating.stdout.readline()  # it holds the store's lock (or has stopped)
+            result = _ingest(defs, instance, todo)
 
     quarantined = []
     if todo:
-        t0 = time.perf_counter()
-        prevalidation.stdout.readline()  # it holds the store's lock (or has already stopped)
-        result = _ingest(defs, instance, todo)
-        _finish_prevalidation(prevalidation, echo)
         _echo_warnings(instance, result.run_id, echo)
         if not result.success and not _only_quarantines(result):
             # The run itself failed (a full disk, a permission): not a verdict on a delivery.

@@ -159,12 +159,13 @@ def test_run_exit_codes(tmp_path, capsys):
                 "--drop",
                 str(empty),
                 "--out",
-                str(tmp_path / "o"),
+                str(tmp_path / "never"),
             ]
         )
         == 2
     )
     assert "cannot read configuration" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists(), "a bad config must not leave an output folder"
     with pytest.raises(SystemExit) as exit_:
         main(["run", "--config", str(PILOT_CONFIG)])
     assert exit_.value.code == 2

@@ -67,11 +67,8 @@ def test_a_second_validator_waits_for_the_first_and_uses_its_reports(tiny, tmp_p
 def test_the_check_validates_when_the_second_process_fails(tiny, tmp_path, monkeypatch, capsys):
     config, drop = tiny
 
-    def failing_child(*_):
-        code = "import sys; print('locked', flush=True); sys.exit(3)"
-        return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-
-    monkeypatch.setattr(runner, "_start_prevalidation", failing_child)
+    code = "import sys; print('locked', flush=True); sys.exit(3)"
+    monkeypatch.setattr(runner, "_prevalidation_command", lambda *_: [sys.executable, "-c", code])
     out = tmp_path / "out"
     assert main(["run", "--config", str(config), "--drop", str(drop), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
