@@ -81,7 +81,9 @@ def delivery_conforms(context: dg.AssetCheckExecutionContext, study: StudyResour
     # great-expectations costs ~10 ms per expectation per call whatever the rows, so every
     # delivery still waiting is validated in one batch (by this check, or by `dpf-eval run`'s
     # prevalidation on the second core, which holds the store's lock until it is done).
-    docs = study.validation.reports(refs)
+    docs = study.validation.reports(
+        refs, lambda todo: context.log.info(f"validating {len(todo)} deliveries in one batch")
+    )
     results = [conformance_result(ref, doc, context) for ref, doc in docs.items()]
     if len(results) == 1:
         yield results[0]

@@ -23,11 +23,10 @@ def delivery_status(
     from evaluation.validation import ValidationReport
 
     refs = discover_deliveries(study.drop)
-    todo = [ref for ref in refs if study.validation.stored(ref) is None]
-    if todo:
-        # Deliveries not yet validated (or changed since) are validated here by the same code.
-        context.log.info(f"validating {len(todo)} new or changed deliveries")
-    docs = study.validation.reports(refs)
+    # Deliveries not yet validated (or changed since) are validated here by the same code.
+    docs = study.validation.reports(
+        refs, lambda todo: context.log.info(f"validating {len(todo)} new or changed deliveries")
+    )
     reports = [ValidationReport.from_dict(docs[ref]) for ref in refs]
     statuses = resolve_in_use(study.cfg, reports)
     table = data_quality_table(reports, statuses)

@@ -20,7 +20,7 @@ import fcntl
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,9 +118,14 @@ class ValidationStore:
             docs.append(doc)
         return docs
 
-    def reports(self, refs: list[DeliveryRef]) -> dict[DeliveryRef, dict]:
+    def reports(
+        self,
+        refs: list[DeliveryRef],
+        on_validate: Callable[[list[DeliveryRef]], None] | None = None,
+    ) -> dict[DeliveryRef, dict]:
         """Each delivery's current report. Under the lock, every delivery still pending (in
-        the drop folder or among `refs`) is validated first, all in one batch."""
+        the drop folder or among `refs`) is validated first, all in one batch, after
+        `on_validate` is told which."""
         docs = {ref: self.stored(ref) for ref in refs}
         if all(doc is not None for doc in docs.values()):
             return docs
@@ -130,6 +135,8 @@ class ValidationStore:
             if missing:
                 pending = self.pending()
                 pending += [r for r in missing if r not in pending]
+                if on_validate is not None:
+                    on_validate(pending)
                 validated = dict(zip(pending, self.validate(pending), strict=True))
                 docs = {ref: doc or validated[ref] for ref, doc in docs.items()}
         return docs

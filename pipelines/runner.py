@@ -124,11 +124,6 @@ def _validating_in_background(config: str, store, out: Path, echo) -> Iterator[s
             )
 
 
-@contextlib.contextmanager
-def _nothing_to_validate(*_) -> Iterator[None]:
-    yield None
-
-
 def _ingest(
     defs: dg.Definitions, instance: dg.DagsterInstance, todo: list
 ) -> dg.ExecuteInProcessResult:
@@ -196,8 +191,12 @@ def _run_pipeline(
     todo = [r for r in refs if store.stored(r) is None]
     t0 = time.perf_counter()
     # Validation starts first, on the second core; Dagster loads meanwhile.
-    background = _validating_in_background if todo else _nothing_to_validate
-    with background(config, store, out_path, echo) as validating:
+    background = (
+        _validating_in_background(config, store, out_path, echo)
+        if todo
+        else contextlib.nullcontext()
+    )
+    with background as validating:
         from pipelines.definitions import build_definitions
 
         instance = local_instance(out_path)
