@@ -15,7 +15,7 @@ $(UV):
 	$(TOOLS)/bin/pip install --quiet uv==0.13.8
 
 # --compile-bytecode: every import is then read from .pyc, even where the environment says
-# not to write bytecode (PYTHONDONTWRITEBYTECODE); compiling on import cost ~10 s a run.
+# not to write bytecode (PYTHONDONTWRITEBYTECODE); compiling on import cost 8-15 s a run.
 $(VENV)/.synced: $(UV) pyproject.toml uv.lock Makefile
 	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
 	touch $@
