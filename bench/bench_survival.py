@@ -2,8 +2,8 @@
 
 Builds a study config in a temporary folder by extending config/pilot.yaml's 13 forces to
 ``--forces`` (default 43: the 5 pilot forces and 38 comparison forces, the added ones
-copying the existing go-live dates in turn), synthesises it with ``generate_study`` at
-``--scale`` (default 1.55: about 70,000 people in the cohort), builds the cohort and runs
+copying the existing go-live dates in turn), synthesises it and builds its cohort with
+``synthetic_cohort`` at ``--scale`` (default 1.55: about 70,000 people in the cohort) and runs
 every function behind the survival assets (``survival_models.run_survival_analysis``:
 analysis frame and weights, Table 1 with all four weightings, curves, Cox models, PH tests,
 few-cluster inference with ``analysis.permutations`` permutations, ``bootstrap_reps``
@@ -19,13 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import polars as pl
 import yaml
 
-from evaluation.cohort import build_cohort, force_windows
 from evaluation.config import load_config
 from evaluation.survival_models import run_survival_analysis
-from evaluation.synth import generate_study
+from evaluation.synth import synthetic_cohort
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,15 +58,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(national_config(args.forces, Path(tmp)))
     t0 = time.perf_counter()
-    study = generate_study(cfg, seed=args.seed, scale=args.scale)
-
-    def stack(table: str) -> pl.DataFrame:
-        return pl.concat(
-            [study.tables[f][table].with_columns(force=pl.lit(f)) for f in study.tables]
-        )
-
-    windows = force_windows(cfg, {f: cfg.study.extract_date for f in study.tables})
-    cohort, _ = build_cohort(stack("people"), stack("assessments"), stack("events"), windows, cfg)
+    cohort, _ = synthetic_cohort(cfg, seed=args.seed, scale=args.scale)
     print(
         f"synthesised and built the cohort in {time.perf_counter() - t0:.1f} s: "
         f"{cohort.height:,} people, {len(cfg.forces)} forces "

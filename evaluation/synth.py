@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from evaluation.cohort import OUTCOME_EVENT_TYPES
+from evaluation.cohort import OUTCOME_EVENT_TYPES, build_cohort, force_windows
 from evaluation.config import OUTCOMES, Force, StudyConfig
 from evaluation.extracts import POLARS_TYPE
 from evaluation.schema import (
@@ -165,6 +165,23 @@ class SyntheticStudy:
 
     tables: dict[str, dict[str, pl.DataFrame]]
     truth: dict
+
+
+def synthetic_cohort(
+    cfg: StudyConfig, seed: int = 1, scale: float = 1.0
+) -> tuple[pl.DataFrame, dict]:
+    """The cohort of a synthetic study, every force's delivery in use, and the study's truth:
+    the models' input without writing or reading any delivery."""
+    study = generate_study(cfg, seed=seed, scale=scale)
+
+    def stack(table: str) -> pl.DataFrame:
+        return pl.concat(
+            [study.tables[f][table].with_columns(force=pl.lit(f)) for f in study.tables]
+        )
+
+    windows = force_windows(cfg, {f: cfg.study.extract_date for f in study.tables})
+    cohort, _ = build_cohort(stack("people"), stack("assessments"), stack("events"), windows, cfg)
+    return cohort, study.truth
 
 
 def generate_study(cfg: StudyConfig, seed: int = 1, scale: float = 1.0) -> SyntheticStudy:

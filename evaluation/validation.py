@@ -682,6 +682,17 @@ def check_cross_table(delivery: Delivery) -> Findings:
                 )
             )
 
+    def after_extract(table: str, column: str) -> None:
+        """Dates of things that happened must not be after the extract date."""
+        if extract is not None and has(table, column):
+            add(
+                table,
+                column,
+                "date_after_extract",
+                _rows_where(tables[table], pl.col(column) > extract),
+                f"{column} is after the extract date {extract}",
+            )
+
     if people is not None and extract is not None:
         if has("people", "birth_year"):
             max_year = extract.year - MIN_AGE_YEARS
@@ -693,14 +704,7 @@ def check_cross_table(delivery: Delivery) -> Findings:
                 f"birth_year must be at most {max_year} (extract year - {MIN_AGE_YEARS})",
             )
         for column in ("notification_start", "management_start"):
-            if has("people", column):
-                add(
-                    "people",
-                    column,
-                    "date_after_extract",
-                    _rows_where(people, pl.col(column) > extract),
-                    f"{column} is after the extract date {extract}",
-                )
+            after_extract("people", column)
         if has("people", "management_end"):
             add(
                 "people",
@@ -736,14 +740,7 @@ def check_cross_table(delivery: Delivery) -> Findings:
         date_col = PERIOD_DATES.get(table)
         if date_col is None or not has(table, date_col):
             continue
-        if extract is not None:
-            add(
-                table,
-                date_col,
-                "date_after_extract",
-                _rows_where(df, pl.col(date_col) > extract),
-                f"{date_col} is after the extract date {extract}",
-            )
+        after_extract(table, date_col)
         if periods is not None:
             joined = df.select("person_id", date_col).join(
                 periods, on="person_id", how="left", maintain_order="left"
@@ -763,17 +760,8 @@ def check_cross_table(delivery: Delivery) -> Findings:
                 f"{date_col} is after the person's management_end",
             )
 
-    events = tables.get("events")
-    if events is not None and extract is not None:
-        for column in ("event_date", "disposal_date"):
-            if has("events", column):
-                add(
-                    "events",
-                    column,
-                    "date_after_extract",
-                    _rows_where(events, pl.col(column) > extract),
-                    f"{column} is after the extract date {extract}",
-                )
+    for column in ("event_date", "disposal_date"):
+        after_extract("events", column)
     return out
 
 

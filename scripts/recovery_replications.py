@@ -1,7 +1,7 @@
 """Recovery of the generator's hazard ratios over many synthetic studies (not run in CI).
 
-For each replication: synthesise a study with ``generate_study`` (seed = --seed0 + rep),
-build the cohort as the pipeline does (every force's delivery in use), and fit the Cox
+For each replication: synthesise a study (seed = --seed0 + rep) and build its cohort as the
+pipeline does, every force's delivery in use (``synth.synthetic_cohort``), and fit the Cox
 models of ``survival_models.cox_models``: ``naive`` (pilot alone, unweighted, model-based
 interval), ``adjusted`` (pilot + covariates, unweighted, force-clustered interval) and
 ``weighted`` (the primary model: covariates + ``analysis.weighting`` weights,
@@ -30,30 +30,14 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import polars as pl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 from evaluation import survival_models as sm  # noqa: E402
-from evaluation.cohort import build_cohort, force_windows  # noqa: E402
 from evaluation.config import OUTCOMES, load_config  # noqa: E402
-from evaluation.synth import generate_study  # noqa: E402
+from evaluation.synth import synthetic_cohort  # noqa: E402
 
 MODELS = {"primary": "weighted", "adjusted_unweighted": "adjusted", "naive_unadjusted": "naive"}
-
-
-def synthetic_cohort(cfg, seed: int, scale: float) -> tuple[pl.DataFrame, dict]:
-    """The cohort of one synthetic study (every force's delivery in use) and its truth."""
-    study = generate_study(cfg, seed=seed, scale=scale)
-
-    def stack(table: str) -> pl.DataFrame:
-        return pl.concat(
-            [study.tables[f][table].with_columns(force=pl.lit(f)) for f in study.tables]
-        )
-
-    windows = force_windows(cfg, {f: cfg.study.extract_date for f in study.tables})
-    cohort, _ = build_cohort(stack("people"), stack("assessments"), stack("events"), windows, cfg)
-    return cohort, study.truth
 
 
 def one_replication(args: tuple[str, int, float, bool]) -> list[dict]:

@@ -18,12 +18,11 @@ import yaml
 from lifelines import CoxPHFitter, KaplanMeierFitter
 
 from evaluation import survival_models as sm
-from evaluation.cohort import build_cohort, force_windows
 from evaluation.config import OUTCOMES, StudyConfig, load_config
 from evaluation.disclosure import language_hits
 from evaluation.results import METHODS, estimates_frame
 from evaluation.survival import kaplan_meier, rmst
-from evaluation.synth import generate_study
+from evaluation.synth import synthetic_cohort
 from tests.conftest import PILOT_CONFIG
 
 ROW_KINDS = {
@@ -40,23 +39,10 @@ def _with(cfg: StudyConfig, **analysis) -> StudyConfig:
     return cfg.model_copy(update={"analysis": cfg.analysis.model_copy(update=analysis)})
 
 
-def _cohort(cfg: StudyConfig, seed: int, scale: float) -> tuple[pl.DataFrame, dict]:
-    study = generate_study(cfg, seed=seed, scale=scale)
-
-    def stack(table: str) -> pl.DataFrame:
-        return pl.concat(
-            [study.tables[f][table].with_columns(force=pl.lit(f)) for f in study.tables]
-        )
-
-    windows = force_windows(cfg, {f: cfg.study.extract_date for f in study.tables})
-    cohort, _ = build_cohort(stack("people"), stack("assessments"), stack("events"), windows, cfg)
-    return cohort, study.truth
-
-
 @pytest.fixture(scope="module")
 def small(pilot_cfg) -> pl.DataFrame:
     """The demo study at a quarter of its size (~3,600 people)."""
-    return _cohort(pilot_cfg, seed=3, scale=0.25)[0]
+    return synthetic_cohort(pilot_cfg, seed=3, scale=0.25)[0]
 
 
 @pytest.fixture(scope="module")
@@ -330,7 +316,7 @@ def test_recovers_the_generators_hazard_ratios(pilot_cfg):
     is as large as its bias).
     """
     cfg = _with(pilot_cfg, permutations=199, bootstrap_reps=199)
-    cohort, truth = _cohort(cfg, seed=1, scale=2.0)
+    cohort, truth = synthetic_cohort(cfg, seed=1, scale=2.0)
     df, _ = sm.analysis_frame(cohort, cfg)
     cox, _ = sm.cox_models(df, cfg)
     inf = sm.few_cluster_inference(df, cfg, cox)
