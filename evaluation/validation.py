@@ -28,6 +28,7 @@ import json
 import re
 import sys
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -1019,8 +1020,10 @@ def validate_delivery(
     """
     ref = ref_or_path if isinstance(ref_or_path, DeliveryRef) else ref_from_path(ref_or_path)
     delivery = load_delivery(ref)
-    (outcomes,) = suite_outcomes_many([delivery], engine)
-    return _validate_loaded(delivery, cfg, previous, today, outcomes)
+    before = {ref.force: previous} if previous is not None else None
+    return validate_loaded([delivery], cfg, suite_outcomes_many([delivery], engine), before, today)[
+        0
+    ]
 
 
 def validate_deliveries(
@@ -1037,7 +1040,29 @@ def validate_deliveries(
     `refs`, else with `previous[force]`.
     """
     loaded = [load_delivery(r if isinstance(r, DeliveryRef) else ref_from_path(r)) for r in refs]
-    outcomes = suite_outcomes_many(loaded, engine)
+    return validate_loaded(loaded, cfg, suite_outcomes_many(loaded, engine), previous, today)
+
+
+def validate_loaded(
+    loaded: list[Delivery],
+    cfg: StudyConfig,
+    outcomes: list[list[ExpectationOutcome]] | Callable[[], list[list[ExpectationOutcome]]],
+    previous: dict[str, Delivery] | None = None,
+    today: dt.date | None = None,
+) -> list[tuple[ValidationReport, Delivery | None]]:
+    """`validate_deliveries` for deliveries already read, given their suites' outcomes or a
+    function that waits for them (the rules that do not need them are checked meanwhile)."""
+    own = [
+        (
+            check_readable(d),
+            check_manifest(d, cfg, today),
+            check_cross_table(d),
+            check_identifiers(d),
+        )
+        for d in loaded
+    ]
+    if callable(outcomes):
+        outcomes = outcomes()
     last_good = dict(previous or {})
     results: list[tuple[ValidationReport, Delivery | None]] = [None] * len(loaded)  # type: ignore[list-item]
     # Oldest first within a force, so each delivery meets the one before it.
@@ -1045,42 +1070,36 @@ def validate_deliveries(
         range(len(loaded)), key=lambda i: (loaded[i].ref.force, loaded[i].ref.extract_date)
     ):
         d = loaded[i]
-        report, good = _validate_loaded(d, cfg, last_good.get(d.ref.force), today, outcomes[i])
+        readable, manifest, cross_table, identifiers = own[i]
+        stages = [
+            readable,
+            manifest,
+            run_expectation_suites(d, outcomes=outcomes[i]),
+            cross_table,
+            identifiers,
+            check_against_previous(d, last_good.get(d.ref.force)),
+        ]
+        report = _report(d, stages)
+        good = None if report.blocking else d
         if good is not None:
             last_good[d.ref.force] = good
         results[i] = (report, good)
     return results
 
 
-def _validate_loaded(
-    delivery: Delivery,
-    cfg: StudyConfig,
-    previous: Delivery | None,
-    today: dt.date | None,
-    outcomes: list[ExpectationOutcome],
-) -> tuple[ValidationReport, Delivery | None]:
+def _report(delivery: Delivery, stages: list[Findings]) -> ValidationReport:
     ref = delivery.ref
-    stages = [
-        check_readable(delivery),
-        check_manifest(delivery, cfg, today),
-        run_expectation_suites(delivery, outcomes=outcomes),
-        check_cross_table(delivery),
-        check_identifiers(delivery),
-        check_against_previous(delivery, previous),
-    ]
-    findings = [f for stage in stages for f in stage]
     manifest_date = delivery.manifest.get("extract_date")
-    report = ValidationReport(
+    return ValidationReport(
         force=ref.force,
         delivery=ref.extract_date,
         path=str(ref.path),
         content_sha256=delivery.content_sha256,
         rows={t: delivery.tables[t].height for t in TABLES if t in delivery.tables},
-        findings=findings,
+        findings=[f for stage in stages for f in stage],
         rules_checked=sum(stage.checked for stage in stages),
         extract_date=manifest_date if isinstance(manifest_date, str) else None,
     )
-    return report, (None if report.blocking else delivery)
 
 
 # --- `dpf-eval check` --------------------------------------------------------------------------

@@ -177,7 +177,7 @@ def _run_pipeline(
     config: str, cfg: StudyConfig, drop_path: Path, out_path: Path, echo
 ) -> RunSummary:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    from evaluation.validation_store import ValidationStore, validation_root
+    from evaluation.validation_store import STAGED, ValidationStore, validation_root
 
     started = time.perf_counter()
     refs = discover_deliveries(drop_path)
@@ -207,33 +207,56 @@ def _run_pipeline(
         if new_keys:
             instance.add_dynamic_partitions("deliveries", new_keys)
         if todo:
-            validating.stdout.readline()  # it holds the store's lock (or has stopped)
+            for line in validating.stdout:  # until it has read and staged (or has stopped)
+                if line.decode().strip() == STAGED:
+                    break
             result = _ingest(defs, instance, todo)
+            # Every report is recorded, so the validator has finished with its staged copies.
+            # It may still be exiting: it is waited for once the evaluation is done.
+            store.clear_staged()
+            quarantined = _verdicts(instance, study, todo, result, echo)
+            echo(f"validated {len(todo)} deliveries in {time.perf_counter() - t0:.1f}s")
+        else:
+            quarantined = []
+            echo(f"all {len(refs)} deliveries already validated (same content)")
+        stale = _evaluate(defs, instance, echo)
+    return RunSummary(
+        published=study.published,
+        results=study.restricted / "results.json",
+        quarantined=quarantined,
+        stale=stale,
+        seconds=time.perf_counter() - started,
+    )
 
+
+def _verdicts(
+    instance: dg.DagsterInstance, study, todo: list, result: dg.ExecuteInProcessResult, echo
+) -> list[str]:
+    """Print each validated delivery's verdict; returns the quarantined ones. Raises RunError
+    if the ingest run failed for another reason than a verdict on a delivery."""
+    _echo_warnings(instance, result.run_id, echo)
+    if not result.success and not _only_quarantines(result):
+        # The run itself failed (a full disk, a permission): not a verdict on a delivery.
+        which = f"{todo[0].force} {todo[0].extract_date}" if len(todo) == 1 else "deliveries"
+        raise RunError(f"validating {which}: {_first_error(result)}")
     quarantined = []
-    if todo:
-        _echo_warnings(instance, result.run_id, echo)
-        if not result.success and not _only_quarantines(result):
-            # The run itself failed (a full disk, a permission): not a verdict on a delivery.
-            which = f"{todo[0].force} {todo[0].extract_date}" if len(todo) == 1 else "deliveries"
-            raise RunError(f"validating {which}: {_first_error(result)}")
-        for i, ref in enumerate(todo, 1):
-            doc = study.validation.stored(ref)
-            if doc is None:
-                raise RunError(f"validating {ref.force} {ref.extract_date}: {_first_error(result)}")
-            errors = sum(f["severity"] == "error" for f in doc["findings"])
-            warnings = sum(f["severity"] == "warning" for f in doc["findings"])
-            if doc["blocking"]:
-                quarantined.append(f"{ref.force} {ref.extract_date}")
-            echo(
-                f"[{i}/{len(todo)}] validated {ref.force} {ref.extract_date}: "
-                f"{'QUARANTINED' if doc['blocking'] else 'ok'} "
-                f"({errors} errors, {warnings} warnings)"
-            )
-        echo(f"validated {len(todo)} deliveries in {time.perf_counter() - t0:.1f}s")
-    else:
-        echo(f"all {len(refs)} deliveries already validated (same content)")
+    for i, ref in enumerate(todo, 1):
+        doc = study.validation.stored(ref)
+        if doc is None:
+            raise RunError(f"validating {ref.force} {ref.extract_date}: {_first_error(result)}")
+        errors = sum(f["severity"] == "error" for f in doc["findings"])
+        warnings = sum(f["severity"] == "warning" for f in doc["findings"])
+        if doc["blocking"]:
+            quarantined.append(f"{ref.force} {ref.extract_date}")
+        echo(
+            f"[{i}/{len(todo)}] validated {ref.force} {ref.extract_date}: "
+            f"{'QUARANTINED' if doc['blocking'] else 'ok'} ({errors} errors, {warnings} warnings)"
+        )
+    return quarantined
 
+
+def _evaluate(defs: dg.Definitions, instance: dg.DagsterInstance, echo) -> list[str]:
+    """Run the evaluation job; returns the stale forces (in use, but out of date)."""
     echo("running the evaluation: cohort, models, reports ...")
     t0 = time.perf_counter()
     result = defs.resolve_job_def("evaluation").execute_in_process(
@@ -246,18 +269,11 @@ def _run_pipeline(
         raise RunError(_first_error(result))
     echo(f"evaluation finished in {time.perf_counter() - t0:.1f}s")
     status = result.output_for_node("delivery_status")
-    stale = [
+    return [
         f"{r['force']}: {r['reason']}"
         for r in status.iter_rows(named=True)
         if r.get("in_use") and r.get("stale")
     ]
-    return RunSummary(
-        published=study.published,
-        results=study.restricted / "results.json",
-        quarantined=quarantined,
-        stale=stale,
-        seconds=time.perf_counter() - started,
-    )
 
 
 def print_summary(summary: RunSummary, echo=print) -> None:

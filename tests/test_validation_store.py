@@ -2,19 +2,31 @@
 time; `dpf-eval run` validates in a second process while Dagster starts, and falls back to
 the pipeline's own check if that process fails."""
 
+import contextlib
 import subprocess
 import sys
+from concurrent.futures import Future
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 
+from evaluation import validation_store
 from evaluation.config import load_config
-from evaluation.extracts import delivery_content_hash, discover_deliveries
+from evaluation.expectation_suites import run_suites_gx_on_files
+from evaluation.extracts import (
+    delivery_content_hash,
+    discover_deliveries,
+    load_delivery,
+    ref_from_path,
+)
+from evaluation.validation import clear_suite_cache, suite_outcomes_many
 from evaluation.validation_store import LOCKED, ValidationStore
 from pipelines import runner
 from pipelines.cli import main
-from tests.conftest import fast_config
+from tests.conftest import PILOT_CONFIG, fast_config
+from tests.deliveries import write_delivery
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +101,97 @@ def test_the_check_validates_when_the_second_process_fails(tiny, tmp_path, monke
     assert materialised == {r.key for r in refs}
     stored = Path(out / "restricted" / "raw")
     assert sorted(p.name for p in stored.iterdir()) == sorted(r.force for r in refs)
+
+
+def _break(tables) -> None:
+    """A delivery with a column missing, an unparseable cell and a duration out of range."""
+    tables["people"] = tables["people"].drop("sex")
+    contacts = tables["contacts"]
+    tables["contacts"] = contacts.with_columns(
+        contact_date=pl.when(pl.int_range(pl.len()) == 1)
+        .then(pl.lit("soon"))
+        .otherwise(pl.col("contact_date")),
+        duration_minutes=pl.when(pl.int_range(pl.len()) == 2)
+        .then(pl.lit("900"))
+        .otherwise(pl.col("duration_minutes")),
+    )
+
+
+def test_staged_tables_give_the_same_suite_outcomes_and_are_taken_only_for_their_content(
+    tmp_path,
+):
+    cfg = load_config(PILOT_CONFIG)
+    drop = tmp_path / "drop"
+    good = write_delivery(drop, force="ASH")
+    bad = write_delivery(drop, force="BRK", edit_tables=_break)
+    store = ValidationStore(tmp_path / "validation", drop, cfg)
+    loaded = [load_delivery(ref_from_path(p)) for p in (good, bad)]
+    staged = [store.stage(d) for d in loaded]
+
+    # The suite worker's outcomes from the staged Parquet equal those from the frames read.
+    clear_suite_cache()
+    assert run_suites_gx_on_files(staged) == suite_outcomes_many(loaded, "gx")
+    assert any(not o.success for o in suite_outcomes_many(loaded[1:], "gx")[0])
+
+    # raw_delivery takes the staged tables of the current content ...
+    ref = loaded[0].ref
+    taken = store.take_staged(ref, tmp_path / "raw")
+    assert taken == {
+        "content_sha256": delivery_content_hash(ref),
+        "rows": {t: df.height for t, df in loaded[0].tables.items()},
+    }
+    for table, df in loaded[0].tables.items():
+        assert pl.read_parquet(tmp_path / "raw" / f"{table}.parquet").equals(df)
+    # ... but not once the delivery has changed since it was staged,
+    with (good / "events.csv").open("a") as f:
+        f.write("\n")
+    assert store.take_staged(ref, tmp_path / "raw2") is None
+    assert not (tmp_path / "raw2").exists()
+    # ... nor an unreadable delivery's (its reader's error is the one to report).
+    (bad / "events.csv").write_text('"unterminated\n')
+    unreadable = load_delivery(ref_from_path(bad))
+    assert unreadable.problems
+    store.stage(unreadable)
+    assert store.take_staged(unreadable.ref, tmp_path / "raw3") is None
+
+
+def test_the_pipeline_reads_each_delivery_once(tiny, tmp_path, monkeypatch):
+    """`dpf-eval run`'s validator reads and stages the deliveries; raw_delivery takes those
+    copies instead of reading the deliveries again."""
+    config, drop = tiny
+    import assets.ingest
+
+    def read_again(ref):
+        raise AssertionError(f"{ref} read again")
+
+    monkeypatch.setattr(assets.ingest, "read_delivery", read_again)
+    out = tmp_path / "out"
+    assert main(["run", "--config", str(config), "--drop", str(drop), "--out", str(out)]) == 0
+    assert not (out / "restricted" / "validation" / ".staged").exists()
+    for ref in discover_deliveries(drop):
+        stored = out / "restricted" / "raw" / ref.force / ref.extract_date
+        for table, df in load_delivery(ref).tables.items():
+            assert pl.read_parquet(stored / f"{table}.parquet").equals(df)
+
+
+def test_suites_run_in_the_validator_when_its_worker_fails(tiny, tmp_path, monkeypatch, capsys):
+    config, drop = tiny
+
+    class BrokenWorker:
+        def submit(self, fn, *args):
+            future = Future()
+            future.set_exception(RuntimeError("worker died"))
+            return future
+
+    monkeypatch.setattr(
+        validation_store, "_suite_worker", lambda: contextlib.nullcontext(BrokenWorker())
+    )
+    root = tmp_path / "validation"
+    assert validation_store.prevalidate(str(config), str(drop), str(root)) == 0
+    printed = capsys.readouterr()
+    assert printed.out.split() == [validation_store.LOCKED, validation_store.STAGED]
+    assert "suite worker failed" in printed.err
+    store = ValidationStore(root, drop, load_config(config))
+    docs = [store.stored(r) for r in discover_deliveries(drop)]
+    assert all(d is not None and not d["blocking"] for d in docs)
+    assert all(d["rules_checked"] > 100 for d in docs)  # the suites' rules included
