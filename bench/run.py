@@ -1,8 +1,11 @@
 """End-to-end benchmark of dpf-eval (issue 8).
 
-    python bench/run.py {demo|national} [--json PATH] [--scales 1,2,4] [--seed N] [--skip-bare]
+    python bench/run.py {demo|national} [--json PATH] [--scales 1,2,4] [--repeat N]
+                        [--seed N] [--skip-bare]
 
-For each scale: writes the synthetic study (not timed as pipeline work), then runs
+For each scale: writes the synthetic study (not timed as pipeline work), then, `--repeat`
+times (medians are reported: this machine's speed varies by several per cent from minute to
+minute), runs
 `dpf-eval run` in a fresh process (wall time, peak RSS, per-asset breakdown from the Dagster
 event log), then the *bare* baseline in a fresh process: the same core functions called
 directly, without Dagster or great-expectations, so that orchestration plus validation
@@ -20,6 +23,7 @@ import contextlib
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -219,78 +223,77 @@ def bare(config: str, drop: str, out: str, validate: bool = False) -> dict:
     }
 
 
-def bench_scale(name: str, scale: float, seed: int, skip_bare: bool) -> dict:
+def bench_scale(name: str, scale: float, seed: int, skip_bare: bool, repeat: int = 1) -> dict:
+    """Synthesise the study once, then `repeat` rounds of: the pipeline end to end (fresh
+    output folder and Dagster instance), the bare baseline, the bare baseline with validation.
+    Times are the medians over the rounds; the overhead ratio is the median of each round's
+    own ratio (its runs follow one another, so they share the machine's state of the moment)."""
     config = str(CONFIGS[name])
     with tempfile.TemporaryDirectory(prefix="dpf-bench-") as tmp:
-        drop, out, bare_out = Path(tmp, "drop"), Path(tmp, "out"), Path(tmp, "bare")
+        drop = Path(tmp, "drop")
         env = {**os.environ, "GX_ANALYTICS_ENABLED": "false"}
         env.pop("DAGSTER_HOME", None)  # the run uses OUT/dagster: a fresh instance
         dpf = str(Path(PYTHON).parent / "dpf-eval")
         t0 = time.perf_counter()
-        _child(
-            [
-                dpf,
-                "synth",
-                "--config",
-                config,
-                "--out",
-                str(drop),
-                "--seed",
-                str(seed),
-                "--scale",
-                str(scale),
-            ],
-            env,
-        )
+        synth = [dpf, "synth", "--config", config, "--out", str(drop), "--seed", str(seed)]
+        _child([*synth, "--scale", str(scale)], env)
         synth_s = time.perf_counter() - t0
         truth = json.loads((drop / "truth.json").read_text())
         print(
             f"[{name} x{scale}] {truth['people']:,} people, {truth['contacts']:,} contacts "
-            f"(synthesised in {synth_s:.1f}s); running the pipeline ...",
+            f"(synthesised in {synth_s:.1f}s)",
             flush=True,
         )
-        e2e_s, e2e_rss, _ = _child(
-            [dpf, "run", "--config", config, "--drop", str(drop), "--out", str(out)], env
-        )
-        assets = per_asset_seconds(out / "dagster")
-        result = {
-            "name": name,
-            "scale": scale,
-            "people": truth["people"],
-            "contacts": truth["contacts"],
-            "end_to_end_s": round(e2e_s, 2),
-            "peak_rss_mb": round(e2e_rss, 1),
-            "per_asset_s": {k: round(v, 2) for k, v in assets.items()},
-        }
-        if not skip_bare:
+        rounds = []
+        for i in range(repeat):
+            out, bare_out = Path(tmp, f"out{i}"), Path(tmp, f"bare{i}")
+            run = [dpf, "run", "--config", config, "--drop", str(drop), "--out", str(out)]
+            e2e_s, e2e_rss, _ = _child(run, env)
+            r = {"end_to_end_s": e2e_s, "peak_rss_mb": e2e_rss}
+            r["per_asset_s"] = per_asset_seconds(out / "dagster")
+            if not skip_bare:
+                bare_cmd = [PYTHON, __file__, "--bare", config, str(drop), str(bare_out)]
+                r["bare_s"], r["bare_peak_rss_mb"], text = _child(bare_cmd, env)
+                r["bare_steps_s"] = json.loads(text.strip().splitlines()[-1])["timings"]
+                r["bare_validated_s"], _, text = _child([*bare_cmd, "--validate"], env)
+                r["bare_validated_steps_s"] = json.loads(text.strip().splitlines()[-1])["timings"]
+                r["overhead_ratio"] = (e2e_s - r["bare_s"]) / r["bare_s"]
+                r["overhead_ratio_vs_validated"] = (e2e_s - r["bare_validated_s"]) / r[
+                    "bare_validated_s"
+                ]
             print(
-                f"[{name} x{scale}] end to end {e2e_s:.1f}s; running the bare baseline ...",
+                f"[{name} x{scale}] round {i + 1}/{repeat}: end to end {e2e_s:.1f}s"
+                + (f", bare {r['bare_s']:.1f}s" if not skip_bare else ""),
                 flush=True,
             )
-            bare_s, bare_rss, bare_out_text = _child(
-                [PYTHON, __file__, "--bare", config, str(drop), str(bare_out)], env
-            )
-            detail = json.loads(bare_out_text.strip().splitlines()[-1])
-            checked_s, _, checked_text = _child(
-                [PYTHON, __file__, "--bare", config, str(drop), str(bare_out), "--validate"], env
-            )
-            checked = json.loads(checked_text.strip().splitlines()[-1])
-            result.update(
-                {
-                    "bare_s": round(bare_s, 2),
-                    "bare_peak_rss_mb": round(bare_rss, 1),
-                    "bare_steps_s": {k: round(v, 2) for k, v in detail["timings"].items()},
-                    "overhead_ratio": round((e2e_s - bare_s) / bare_s, 3),
-                    # The same, validating every delivery with the core's polars executor:
-                    # what is left over is Dagster plus great-expectations.
-                    "bare_validated_s": round(checked_s, 2),
-                    "bare_validated_steps_s": {
-                        k: round(v, 2) for k, v in checked["timings"].items()
-                    },
-                    "overhead_ratio_vs_validated": round((e2e_s - checked_s) / checked_s, 3),
-                }
-            )
-        return result
+            rounds.append(r)
+    # The round whose end-to-end time is the median gives the per-step breakdowns.
+    middle = sorted(rounds, key=lambda r: r["end_to_end_s"])[(len(rounds) - 1) // 2]
+    result = {
+        "name": name,
+        "scale": scale,
+        "people": truth["people"],
+        "contacts": truth["contacts"],
+        "rounds": repeat,
+    }
+    for key in (
+        "end_to_end_s",
+        "peak_rss_mb",
+        "bare_s",
+        "bare_peak_rss_mb",
+        "bare_validated_s",
+        "overhead_ratio",
+        "overhead_ratio_vs_validated",
+    ):
+        if key in rounds[0]:
+            values = [r[key] for r in rounds]
+            result[key] = round(statistics.median(values), 3 if "ratio" in key else 2)
+            if repeat > 1:
+                result[f"{key}_range"] = [round(min(values), 3), round(max(values), 3)]
+    for key in ("per_asset_s", "bare_steps_s", "bare_validated_steps_s"):
+        if key in middle:
+            result[key] = {k: round(v, 2) for k, v in middle[key].items()}
+    return result
 
 
 def machine() -> dict:
@@ -315,6 +318,12 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated people multipliers, e.g. 1,2,4 for the scaling check",
     )
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of end to end + bare runs at each scale; medians are reported",
+    )
     ap.add_argument("--skip-bare", action="store_true")
     ap.add_argument("--bare", nargs=3, metavar=("CONFIG", "DROP", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("--validate", action="store_true", help=argparse.SUPPRESS)
@@ -325,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.study:
         ap.error("name a study: demo or national")
     runs = [
-        bench_scale(args.study, float(s), args.seed, args.skip_bare) for s in args.scales.split(",")
+        bench_scale(args.study, float(s), args.seed, args.skip_bare, args.repeat)
+        for s in args.scales.split(",")
     ]
     for r in runs:
         r["end_to_end_s_per_1k_people"] = round(1000 * r["end_to_end_s"] / r["people"], 3)
