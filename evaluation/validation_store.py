@@ -151,19 +151,20 @@ class ValidationStore:
         folder.mkdir(parents=True, exist_ok=True)
         staged = {}
         for table, df in delivery.tables.items():
-            df.write_parquet(folder / f"{table}.parquet")
-            staged[table] = (
-                str(folder / f"{table}.parquet"),
-                delivery.missing_columns.get(table, []),
-            )
+            # Written beside, then renamed: a stored table may be a link to an earlier copy.
+            path = folder / f"{table}.parquet"
+            df.write_parquet(folder / f".{table}.parquet.tmp")
+            os.replace(folder / f".{table}.parquet.tmp", path)
+            staged[table] = (str(path), delivery.missing_columns.get(table, []))
         rows = {table: df.height for table, df in delivery.tables.items()}
         # Written last: a folder without it is incomplete, and never taken.
         (folder / "rows.json").write_text(json.dumps(rows if not delivery.problems else None))
         return staged
 
     def take_staged(self, ref: DeliveryRef, target: Path) -> dict | None:
-        """Move the staged tables of the delivery's current content into `target` and return
-        {content_sha256, rows}; None if nothing complete and readable is staged for it."""
+        """Put the staged tables of the delivery's current content into `target` (as links)
+        and return {content_sha256, rows}; None if nothing complete and readable is staged
+        for it."""
         try:
             sha = delivery_content_hash(ref)
             folder = self.root / STAGING / sha
