@@ -11,6 +11,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import assets.warehouse as warehouse_assets
 import pipelines.definitions as definitions
 from evaluation.report import write_atomic
 from evaluation.results import write_json_atomic
+from pipelines import runner
 from pipelines.cli import main
 from pipelines.resources import TableIOManager
 from tests.conftest import PILOT_CONFIG, ROOT
@@ -223,6 +225,9 @@ def test_full_disk_is_a_one_line_error_and_leaves_no_partial_file(
         raise OSError(errno.ENOSPC, "No space left on device", str(file))
 
     monkeypatch.setattr(pl.DataFrame, "write_parquet", disk_full)
+    # The disk is full for the validation process too: it stops before staging anything.
+    stops = "import sys; print('locked', flush=True); sys.exit(1)"
+    monkeypatch.setattr(runner, "_prevalidation_command", lambda *_: [sys.executable, "-c", stops])
     out = tmp_path / "out"
     args = ["run", "--config", str(PILOT_CONFIG), "--drop", str(study.drop)]
     assert main([*args, "--out", str(out)]) == 1
