@@ -1020,10 +1020,10 @@ def validate_delivery(
     """
     ref = ref_or_path if isinstance(ref_or_path, DeliveryRef) else ref_from_path(ref_or_path)
     delivery = load_delivery(ref)
+    outcomes = suite_outcomes_many([delivery], engine)
     before = {ref.force: previous} if previous is not None else None
-    return validate_loaded([delivery], cfg, suite_outcomes_many([delivery], engine), before, today)[
-        0
-    ]
+    ((report, good),) = validate_loaded([delivery], cfg, outcomes, before, today)
+    return report, good
 
 
 def validate_deliveries(

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # imported when a run starts, after validation has been start
 
     from evaluation.config import StudyConfig
     from evaluation.validation_store import ValidationStore
+    from pipelines.resources import StudyResource
 
 LOCAL_INSTANCE_YAML = Path(__file__).resolve().parents[1] / "config" / "dagster.yaml"
 # The CLI prints its own progress, the assets' warnings after each run and a failure as one
@@ -211,8 +212,9 @@ def _run_pipeline(
                 if line.decode().strip() == STAGED:
                     break
             result = _ingest(defs, instance, todo)
-            # Every report is recorded, so the validator has finished with its staged copies.
-            # It may still be exiting: it is waited for once the evaluation is done.
+            # The check has had the validator's reports (or the run failed): the staged copies
+            # are no longer needed. The validator may still be exiting; it is waited for once
+            # the evaluation is done.
             store.clear_staged()
             quarantined = _verdicts(instance, study, todo, result, echo)
             echo(f"validated {len(todo)} deliveries in {time.perf_counter() - t0:.1f}s")
@@ -230,7 +232,11 @@ def _run_pipeline(
 
 
 def _verdicts(
-    instance: dg.DagsterInstance, study, todo: list, result: dg.ExecuteInProcessResult, echo
+    instance: dg.DagsterInstance,
+    study: StudyResource,
+    todo: list,
+    result: dg.ExecuteInProcessResult,
+    echo,
 ) -> list[str]:
     """Print each validated delivery's verdict; returns the quarantined ones. Raises RunError
     if the ingest run failed for another reason than a verdict on a delivery."""
