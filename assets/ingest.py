@@ -6,13 +6,12 @@ extract contract (great-expectations suites included) and records the report. No
 here ever modifies, moves or deletes a delivery file.
 """
 
-import os
 import warnings
 from pathlib import Path
 
 import dagster as dg
 
-from evaluation.extracts import DeliveryError, DeliveryRef, read_delivery
+from evaluation.extracts import DeliveryError, DeliveryRef, read_delivery, write_tables
 from pipelines.resources import StudyResource
 
 deliveries_partitions = dg.DynamicPartitionsDefinition(name="deliveries")
@@ -61,11 +60,7 @@ def store_delivery(context: dg.AssetExecutionContext, study: StudyResource, key:
         except DeliveryError as exc:
             context.log.warning(str(exc))
             return {"readable": False, "problem": str(exc)}
-        target.mkdir(parents=True, exist_ok=True)
-        for table, df in delivery.tables.items():
-            tmp = target / f".{table}.parquet.tmp"
-            df.write_parquet(tmp)
-            os.replace(tmp, target / f"{table}.parquet")
+        write_tables(delivery.tables, target)
         sha, rows = delivery.content_sha256, {t: df.height for t, df in delivery.tables.items()}
     return {
         "readable": True,

@@ -18,6 +18,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -475,6 +476,16 @@ def load_delivery(ref: DeliveryRef | str | Path) -> Delivery:
 def _tail(message: str) -> str:
     """The part of a `where: problem` message after the location."""
     return message.split(": ", 1)[1] if ": " in message else message
+
+
+def write_tables(tables: dict[str, pl.DataFrame], folder: Path) -> None:
+    """Keep typed tables as `<folder>/<table>.parquet`, each written beside, then renamed: a
+    reader never sees half a file, and a file linked elsewhere is replaced, not rewritten."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for table, df in tables.items():
+        tmp = folder / f".{table}.parquet.tmp"
+        df.write_parquet(tmp)
+        os.replace(tmp, folder / f"{table}.parquet")
 
 
 def read_delivery(ref: DeliveryRef | str | Path) -> Delivery:

@@ -46,6 +46,7 @@ from evaluation.extracts import (
     discover_deliveries,
     load_delivery,
     read_delivery,
+    write_tables,
 )
 
 LOCK_NAME = ".validating.lock"
@@ -148,14 +149,11 @@ class ValidationStore:
         """Keep a delivery's typed tables as Parquet, for `raw_delivery` to take instead of
         reading the delivery again; returns table -> (path, columns absent from the file)."""
         folder = self.root / STAGING / delivery.content_sha256
-        folder.mkdir(parents=True, exist_ok=True)
-        staged = {}
-        for table, df in delivery.tables.items():
-            # Written beside, then renamed: a stored table may be a link to an earlier copy.
-            path = folder / f"{table}.parquet"
-            df.write_parquet(folder / f".{table}.parquet.tmp")
-            os.replace(folder / f".{table}.parquet.tmp", path)
-            staged[table] = (str(path), delivery.missing_columns.get(table, []))
+        write_tables(delivery.tables, folder)  # a stored table may link to an earlier copy
+        staged = {
+            table: (str(folder / f"{table}.parquet"), delivery.missing_columns.get(table, []))
+            for table in delivery.tables
+        }
         rows = {table: df.height for table, df in delivery.tables.items()}
         # Written last: a folder without it is incomplete, and never taken.
         (folder / "rows.json").write_text(json.dumps(rows if not delivery.problems else None))
