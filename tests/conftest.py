@@ -1,5 +1,6 @@
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 ROOT = Path(__file__).resolve().parents[1]
 PILOT_CONFIG = ROOT / "config" / "pilot.yaml"
+LOCAL_INSTANCE = ROOT / "config" / "dagster.yaml"  # what `dpf-eval run` and `make ui` use
 
 
 @pytest.fixture(scope="session")
@@ -18,10 +20,11 @@ def pilot_cfg():
 
 @pytest.fixture(autouse=True)
 def _isolated_dagster_home(tmp_path, monkeypatch):
-    """Every test gets its own Dagster instance folder, never the developer's var/dagster."""
+    """Every test gets its own Dagster instance folder (with the local settings of
+    config/dagster.yaml), never the developer's var/dagster."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    shutil.copy(LOCAL_INSTANCE, home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
 
 
@@ -47,7 +50,7 @@ def report_study(tmp_path_factory):
     drop, out = base / "drop", base / "out"
     home = base / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    shutil.copy(LOCAL_INSTANCE, home / "dagster.yaml")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DAGSTER_HOME", str(home))
         synth = ["synth", "--config", str(config), "--out", str(drop), "--seed", "5"]
