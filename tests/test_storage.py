@@ -9,8 +9,7 @@ import dagster as dg
 import pytest
 
 from pipelines import storage
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import LOCAL_INSTANCE
 
 
 @dg.asset
@@ -22,7 +21,7 @@ def _instance(home: Path, local_config: bool = True) -> dg.DagsterInstance:
     """The instance in `home` (as $DAGSTER_HOME), with config/dagster.yaml or Dagster's
     default storage."""
     if local_config:
-        shutil.copy(ROOT / "config" / "dagster.yaml", home / "dagster.yaml")
+        shutil.copy(LOCAL_INSTANCE, home / "dagster.yaml")
     else:  # Dagster's default storage
         (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     return dg.DagsterInstance.from_config(str(home))

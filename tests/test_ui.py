@@ -19,7 +19,7 @@ import duckdb
 import psutil
 import pytest
 
-from tests.conftest import PILOT_CONFIG, ROOT
+from tests.conftest import LOCAL_INSTANCE, PILOT_CONFIG, ROOT
 from tests.ops_study import cli_env, ops_study
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -92,7 +92,7 @@ def ui(tmp_path_factory):
     out = study.copy_out(base / "out")  # validated deliveries: the evaluation starts at once
     home = base / "dagster_home"
     home.mkdir()
-    shutil.copy(ROOT / "config" / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(LOCAL_INSTANCE, home / "dagster.yaml")
     port = _free_port()
     env = cli_env(
         DAGSTER_HOME=str(home),
