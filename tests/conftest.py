@@ -5,10 +5,12 @@ from pathlib import Path
 
 import pytest
 
+# config/dagster.yaml: what `dpf-eval run` copies into a new instance, and `make ui` uses
+from pipelines.runner import LOCAL_INSTANCE_YAML as LOCAL_INSTANCE
+
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 ROOT = Path(__file__).resolve().parents[1]
 PILOT_CONFIG = ROOT / "config" / "pilot.yaml"
-LOCAL_INSTANCE = ROOT / "config" / "dagster.yaml"  # what `dpf-eval run` and `make ui` use
 
 
 @pytest.fixture(scope="session")
