@@ -443,12 +443,6 @@ def _pandas_for_gx(frame: pl.DataFrame):
     return pdf
 
 
-def import_gx() -> None:
-    """Import great-expectations (~3 s): a suite worker does this while its parent reads."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations  # noqa: F401
-
-
 def run_suites_gx_on_files(
     deliveries: list[dict[str, tuple[str, list[str]]]],
 ) -> list[list[ExpectationOutcome]]:

@@ -6,11 +6,11 @@ lock on the store, so two validators (the pipeline's check and `prevalidate`, or
 never validate the same deliveries twice: a validator takes the lock, then validates only
 what is still pending, in one great-expectations batch.
 
-`prevalidate` runs this in a separate process (`python -m evaluation.validation_store`) that
-the command-line run starts before Dagster has even loaded:
+`prevalidate` runs this in a separate process (`python -m evaluation.prevalidate`) that the
+command-line run starts before Dagster has even loaded:
 
-1. it takes the lock and reads the pending deliveries, while a worker process of its own
-   imports great-expectations (~3 s);
+1. it takes the lock and reads the pending deliveries, while a worker process, started
+   first, imports great-expectations (~3.5 s of CPU);
 2. it keeps each delivery's typed tables as Parquet in a staging folder, named by content
    hash, and says so: `raw_delivery` then takes those copies instead of reading the
    deliveries again (a delivery whose content has changed since is read afresh);
@@ -27,17 +27,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import multiprocessing
 import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
 from evaluation.config import StudyConfig
-from evaluation.expectation_suites import ExpectationOutcome, import_gx, run_suites_gx_on_files
+from evaluation.expectation_suites import ExpectationOutcome, run_suites_gx_on_files
 from evaluation.extracts import (
     Delivery,
     DeliveryError,
@@ -211,23 +210,10 @@ class ValidationStore:
         return docs
 
 
-@contextlib.contextmanager
-def _suite_worker() -> Iterator[ProcessPoolExecutor]:
-    """A second process that imports great-expectations at once (~3 s of CPU), while this one
-    reads the deliveries, and then runs the suites on the staged tables."""
-    worker = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-    worker.submit(import_gx)
-    try:
-        yield worker
-    finally:
-        # Not waiting here for it to exit (~0.5 s) lets the caller release the store's lock
-        # sooner; the interpreter still waits for it before this process exits.
-        worker.shutdown(wait=False, cancel_futures=True)
-
-
-def prevalidate(config: str, drop: str, root: str) -> int:
+def prevalidate(config: str, drop: str, root: str, worker: Executor) -> int:
     """Validate every pending delivery under the store's lock, saying so once it holds it and
-    again once the deliveries are read and staged for `raw_delivery`."""
+    again once the deliveries are read and staged for `raw_delivery`. The suites run in
+    `worker` (`evaluation.prevalidate.start_suite_worker`), or here if it fails."""
     from evaluation.config import load_config
     from evaluation.validation import suite_outcomes_many
 
@@ -237,23 +223,16 @@ def prevalidate(config: str, drop: str, root: str) -> int:
         pending = store.pending()
         if not pending:
             return 0
-        with _suite_worker() as worker:
-            loaded = [load_delivery(r) for r in pending]
-            suites = worker.submit(run_suites_gx_on_files, [store.stage(d) for d in loaded])
-            print(STAGED, flush=True)
+        loaded = [load_delivery(r) for r in pending]
+        suites = worker.submit(run_suites_gx_on_files, [store.stage(d) for d in loaded])
+        print(STAGED, flush=True)
 
-            def outcomes() -> list[list[ExpectationOutcome]]:
-                try:
-                    return suites.result()
-                except Exception as exc:  # the worker died: run the suites here instead
-                    print(
-                        f"suite worker failed ({exc!r}); running the suites here", file=sys.stderr
-                    )
-                    return suite_outcomes_many(loaded)
+        def outcomes() -> list[list[ExpectationOutcome]]:
+            try:
+                return suites.result()
+            except Exception as exc:  # the worker died: run the suites here instead
+                print(f"suite worker failed ({exc!r}); running the suites here", file=sys.stderr)
+                return suite_outcomes_many(loaded)
 
-            store.validate(pending, loaded, outcomes)
+        store.validate(pending, loaded, outcomes)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(prevalidate(*sys.argv[1:4]))

@@ -98,13 +98,13 @@ def _echo_warnings(instance: dg.DagsterInstance, run_id: str, echo) -> None:
 
 
 def _prevalidation_command(config: str, store: ValidationStore) -> list[str]:
-    module = "evaluation.validation_store"
+    module = "evaluation.prevalidate"
     return [sys.executable, "-m", module, config, str(store.drop), str(store.root)]
 
 
 @contextlib.contextmanager
 def _validating_in_background(config: str, store, out: Path, echo) -> Iterator[subprocess.Popen]:
-    """`evaluation.validation_store` in a child process: it takes the validation store's lock
+    """`evaluation.prevalidate` in a child process: it takes the validation store's lock
     and validates every pending delivery, while this process loads Dagster and reads the
     deliveries. The pipeline's check waits for the lock, then reports the stored verdicts (or
     validates itself whatever the child did not). The child is always waited for."""

@@ -2,7 +2,7 @@
 time; `dpf-eval run` validates in a second process while Dagster starts, and falls back to
 the pipeline's own check if that process fails."""
 
-import contextlib
+import os
 import subprocess
 import sys
 from concurrent.futures import Future
@@ -63,7 +63,7 @@ def test_a_second_validator_waits_for_the_first_and_uses_its_reports(tiny, tmp_p
     root = tmp_path / "validation"
     store = ValidationStore(root, drop, load_config(config))
     child = subprocess.Popen(
-        [sys.executable, "-m", "evaluation.validation_store", str(config), str(drop), str(root)],
+        [sys.executable, "-m", "evaluation.prevalidate", str(config), str(drop), str(root)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -183,11 +183,9 @@ def test_suites_run_in_the_validator_when_its_worker_fails(tiny, tmp_path, monke
             future.set_exception(RuntimeError("worker died"))
             return future
 
-    monkeypatch.setattr(
-        validation_store, "_suite_worker", lambda: contextlib.nullcontext(BrokenWorker())
-    )
     root = tmp_path / "validation"
-    assert validation_store.prevalidate(str(config), str(drop), str(root)) == 0
+    worker = BrokenWorker()
+    assert validation_store.prevalidate(str(config), str(drop), str(root), worker) == 0
     printed = capsys.readouterr()
     assert printed.out.split() == [validation_store.LOCKED, validation_store.STAGED]
     assert "suite worker failed" in printed.err
@@ -197,3 +195,24 @@ def test_suites_run_in_the_validator_when_its_worker_fails(tiny, tmp_path, monke
     # report would count about half the rules).
     usual = ValidationStore(tmp_path / "usual", drop, load_config(config)).validate(refs)
     assert [store.stored(r) for r in refs] == usual
+
+
+def test_the_suite_worker_starts_before_anything_heavy_with_analytics_off(tmp_path):
+    """`python -m evaluation.prevalidate` starts its great-expectations worker before it
+    imports polars or the validation code (that order is its speed), and the worker runs with
+    great-expectations' analytics off even when the caller did not set them off."""
+    env = {k: v for k, v in os.environ.items() if k != "GX_ANALYTICS_ENABLED"}
+    code = (
+        "import os, sys\n"
+        "from evaluation.prevalidate import start_suite_worker\n"
+        "print(sorted(m for m in ('polars', 'pandas', 'evaluation.validation_store') "
+        "if m in sys.modules))\n"
+        "worker = start_suite_worker()\n"
+        "print(worker.submit(os.getenv, 'GX_ANALYTICS_ENABLED').result(timeout=120))\n"
+        "worker.shutdown()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    ).stdout.split("\n")
+    assert out[0] == "[]"
+    assert out[1] == "false"
