@@ -133,12 +133,15 @@ class LocalEventLogStorage(_DefaultLayout, SqliteEventLogStorage):
     def at(cls, base_dir: str, inst_data) -> LocalEventLogStorage:
         return cls(base_dir, inst_data=inst_data)
 
+    def _engine(self, shard: str) -> db.Engine:
+        """The index's connections are kept; a run's database gets one per statement, for
+        the UI's live view, which watches that file."""
+        return engine(self.conn_string_for_shard(shard), pooled=shard == INDEX_SHARD_NAME)
+
     @contextmanager
     def _connect(self, shard: str) -> Iterator[db.Connection]:
         with self._db_lock:  # as Dagster's: the UI's watcher threads share this storage
-            shard_engine = engine(
-                self.conn_string_for_shard(shard), pooled=shard == INDEX_SHARD_NAME
-            )
+            shard_engine = self._engine(shard)
             if shard not in self._initialized_dbs:
                 self._initdb(shard_engine)
                 self._initialized_dbs.add(shard)
@@ -146,6 +149,6 @@ class LocalEventLogStorage(_DefaultLayout, SqliteEventLogStorage):
                 yield conn
 
     def has_table(self, table_name: str) -> bool:
-        index = engine(self.conn_string_for_shard(INDEX_SHARD_NAME), pooled=True)
+        index = self._engine(INDEX_SHARD_NAME)
         with index.connect() as conn:
             return bool(index.dialect.has_table(conn, table_name))
