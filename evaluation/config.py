@@ -84,6 +84,16 @@ class Disclosure(_Strict):
     round_to: int = Field(5, ge=1)
 
 
+class Limits(_Strict):
+    """Size limits on what a delivery may hold (extract-spec 1.1, "Files, sizes and
+    revisions"). Each is checked before the thing it limits is read."""
+
+    manifest_bytes: int = Field(1_000_000, gt=0)  # manifest.json
+    table_bytes: int = Field(2_000_000_000, gt=0)  # one table file, CSV or Parquet
+    parquet_decoded_bytes: int = Field(4_000_000_000, gt=0)  # from Parquet metadata
+    value_chars: int = Field(256, gt=0)  # any single value (identifiers: 8-64)
+
+
 class Language(_Strict):
     # The terms themselves live in each study's config file, the one place that names them.
     avoid: tuple[str, ...] = Field(min_length=1)
@@ -126,6 +136,7 @@ class StudyConfig(_Strict):
     study: Study
     analysis: Analysis = Analysis()
     disclosure: Disclosure = Disclosure()
+    limits: Limits = Limits()
     language: Language
     synthetic: Synthetic = Synthetic()
     forces: tuple[Force, ...]
