@@ -56,7 +56,7 @@ def store_delivery(context: dg.AssetExecutionContext, study: StudyResource, key:
         sha, rows = staged["content_sha256"], staged["rows"]
     else:
         try:
-            delivery = read_delivery(ref)
+            delivery = read_delivery(ref, study.cfg.limits)
         except DeliveryError as exc:
             context.log.warning(str(exc))
             return {"readable": False, "problem": str(exc)}

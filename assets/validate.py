@@ -22,7 +22,7 @@ def delivery_status(
     from evaluation.deliveries import data_quality_table, resolve_in_use
     from evaluation.validation import ValidationReport
 
-    refs = discover_deliveries(study.drop)
+    refs = discover_deliveries(study.drop, study.cfg.force_codes)
     # Deliveries not yet validated (or changed since) are validated here by the same code.
     docs = study.validation.reports(
         refs, lambda todo: context.log.info(f"validating {len(todo)} new or changed deliveries")

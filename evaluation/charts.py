@@ -1,4 +1,6 @@
-"""The published reports' charts, drawn from data that is already disclosure-controlled.
+"""The published reports' charts, drawn from data that is already disclosure-controlled
+(`evaluation.disclosure`): a chart's embedded data are published data too, so they carry no
+more than the table behind the chart, at no more precision.
 
 Figures are plain plotly.js specifications (dicts of data, layout), rendered by the plotly.js
 embedded once in each page: building plotly's Python figure objects costs far more than the
@@ -22,6 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from evaluation.disclosure import DAYS_PER_MONTH
+
 # Okabe-Ito, restricted to the colours with >= 3:1 contrast on white (WCAG 1.4.11).
 BLUE, VERMILLION, GREEN, PURPLE, BLACK = "#0072B2", "#D55E00", "#007A5A", "#A6437F", "#1B1B1B"
 GREY = "#505A5F"
@@ -30,7 +34,6 @@ ARM_DASH = {"pilot": "solid", "comparison": "dash"}
 ARM_SYMBOL = {"pilot": "circle", "comparison": "square"}
 ARM_NAMES = {"pilot": "Pilot forces", "comparison": "Comparison forces"}
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
-DAYS_PER_MONTH = 30.4375
 CONFIG = {
     "displaylogo": False,
     "displayModeBar": False,
@@ -139,8 +142,9 @@ def _hline(y: float) -> dict:
 
 
 def curve_figure(curves: pd.DataFrame, y_title: str, percent: bool = True) -> Figure:
-    """Step curves by arm with 95% CI bands. `curves`: arm, time (days), value, ci_low,
-    ci_high, already cut and coarsened for publication."""
+    """Step curves by arm with 95% CI bands. `curves`: arm, time (days, on the monthly
+    grid), value, ci_low, ci_high, as `disclosure.publishable_curve` made them; percentages
+    to one decimal, as in the table behind the chart."""
     data = []
     scale = 100.0 if percent else 1.0
     for arm in ("pilot", "comparison"):
@@ -154,7 +158,7 @@ def curve_figure(curves: pd.DataFrame, y_title: str, percent: bool = True) -> Fi
             {
                 "type": "scatter",
                 "x": _num(np.concatenate([x, x[::-1]]), 2),
-                "y": _num(np.concatenate([hi, lo[::-1]]), 3),
+                "y": _num(np.concatenate([hi, lo[::-1]]), 1),
                 "fill": "toself",
                 "fillcolor": _rgba(ARM_COLOURS[arm], 0.16),
                 "line": {"width": 0, "shape": "hv"},
@@ -168,7 +172,7 @@ def curve_figure(curves: pd.DataFrame, y_title: str, percent: bool = True) -> Fi
             {
                 "type": "scatter",
                 "x": _num(x, 2),
-                "y": _num(c.value.to_numpy(dtype=float) * scale, 3),
+                "y": _num(c.value.to_numpy(dtype=float) * scale, 1),
                 "mode": "lines",
                 "line": {
                     "color": ARM_COLOURS[arm],
@@ -327,13 +331,15 @@ def line_figure(
     y_title: str,
     go_live: float | None = None,
     percent: bool = False,
+    digits: int = 2,
 ) -> Figure:
-    """Lines over time (gaps where a value is withheld), with an optional go-live marker."""
+    """Lines over time (gaps where a value is withheld), with an optional go-live marker.
+    `digits`: the precision of the table behind the chart; the chart carries no more."""
     data = [
         {
             "type": "scatter",
             "x": list(s.x),
-            "y": _num(list(s.y), 4),
+            "y": _num(list(s.y), digits),
             "mode": "lines+markers",
             "line": {"color": s.colour, "dash": s.dash, "width": s.width},
             "marker": {"symbol": s.symbol, "size": 5, "color": s.colour},

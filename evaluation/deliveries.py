@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from evaluation.config import StudyConfig
+from evaluation.disclosure import public_column, public_file
 from evaluation.extracts import parse_iso_date
 from evaluation.schema import TABLES
 from evaluation.validation import ValidationReport
@@ -58,12 +59,17 @@ def _distinct(reports: list[ValidationReport]) -> tuple[list[ValidationReport], 
 
 
 def blocking_summary(report: ValidationReport) -> str:
-    """`N blocking problem(s), e.g. <file>, column <c>, rule <r>`."""
+    """`N blocking problem(s), e.g. <file>, column <c>, rule <r>`: published, so a file or
+    column is named only if the contract names it (`public_file`, `public_column`), never
+    as the force wrote it (extract-spec 1.1); the restricted report keeps the names."""
     errors = report.errors
     if not errors:
         return "no blocking problems"
     first = errors[0]
-    where = first.file + (f", column {first.column}" if first.column else "")
+    column = public_column(first.column)
+    if column and column == first.column:
+        column = f"column {column}"
+    where = public_file(first.file) + (f", {column}" if column else "")
     n = len(errors)
     return f"{n} blocking problem{'s' if n != 1 else ''}, e.g. {where}, rule {first.rule}"
 

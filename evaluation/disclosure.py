@@ -5,9 +5,12 @@ Counts below `min_cell` (zero included: a zero can disclose) are shown as `<min_
 other counts are rounded to `round_to`; rates and shares from suppressed counts are withheld;
 where a group of cells sums to a published (or derivable) total, a second cell is
 suppressed so that the first cannot be recovered by subtraction (secondary suppression);
-survival and incidence curves stop where fewer than `min_cell` people (the unweighted head
-count) remain at risk and are published on a coarse time grid, so that no single event's
-day can be read off them.
+percentages are computed from the rounded counts, so that with the rounded total published
+beside them they give back only a rounded count. Charts are published data too (plan 1.1):
+survival and incidence curves are published on a monthly grid, each step resting on at least
+`min_cell` events and `min_cell` people (the unweighted head count) at risk, with values on
+the same rounded-count scale. Names a force wrote (files, columns, folders) are published
+only where they are the contract's own (`public_file`, `public_column`).
 
 The report layer (`evaluation.publish`) calls only these functions to turn restricted
 numbers into published ones.
@@ -24,9 +27,25 @@ import numpy as np
 import pandas as pd
 
 from evaluation.config import Disclosure
+from evaluation.schema import TABLE_COLUMNS, TABLES
 
 WITHHELD = "withheld"
 Cell = tuple[int, int]
+
+# The contract's own names (extract-spec 1.1): the only file and column names a published
+# page may repeat. Anything else in a delivery was written by the force and could be data (a
+# header row that slipped, a name, a formula), so it is described by its rule instead.
+MANIFEST = "manifest.json"
+MANIFEST_KEYS = ("schema_version", "force_code", "extract_date", "period_start", "period_end",
+                 "files")  # fmt: skip
+CONTRACT_FILES = frozenset(
+    {MANIFEST, *(f"{t}.{ext}" for t in TABLES for ext in ("csv", "parquet"))}
+)
+CONTRACT_COLUMNS = frozenset(
+    {*MANIFEST_KEYS, *(c.name for cols in TABLE_COLUMNS.values() for c in cols)}
+)
+OTHER_FILE = "a file not in the contract"
+OTHER_COLUMN = "a column not in the contract"
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,6 +104,43 @@ def safe_rate(
     """A rate (default a percentage) as text, `withheld` where either count is suppressed."""
     r = publishable_rate(numerator, denominator, rules, complement=complement)
     return WITHHELD if r is None else f"{scale * r:.{digits}f}"
+
+
+def share_of_rounded(
+    numerator: float | None,
+    denominator: float | None,
+    rules: Disclosure,
+    *,
+    complement: bool = False,
+) -> float | None:
+    """A share of a count, as it may be published beside its rounded denominator: withheld
+    where `publishable_rate` withholds it, else rounded numerator / rounded denominator.
+    From the exact counts, 51.5 % and 33.5 % of a published "235" fit only 233 people; from
+    the rounded counts, a share and its total give back only the rounded numerator."""
+    if publishable_rate(numerator, denominator, rules, complement=complement) is None:
+        return None
+    return rounded(numerator, rules) / rounded(denominator, rules)
+
+
+def share_on_rounded_scale(
+    share: float | None, n: float | None, rules: Disclosure, how: str = "nearest"
+) -> float | None:
+    """A share of `n` people that is not a ratio of two counts (a weighted or censored
+    estimate, a confidence limit) put on the same scale as `share_of_rounded`: the implied
+    number `share * n` rounded to `round_to` (`how`: nearest, down or up, so that a
+    confidence interval only widens), over the rounded `n`. A number below min_cell is
+    never implied: a point value is then withheld (None), a lower limit goes to 0 and an
+    upper limit up to min_cell. None also where `n` is suppressed."""
+    total = rounded(n, rules)
+    if share is None or pd.isna(share) or not total:
+        return None
+    step = {"nearest": lambda x: math.floor(x + 0.5), "down": math.floor, "up": math.ceil}[how]
+    k = rules.round_to * step(float(share) * float(n) / rules.round_to - 1e-9 * (how == "up"))
+    if 0 < k < rules.min_cell:
+        if how == "nearest":
+            return None
+        k = 0 if how == "down" else rules.round_to * math.ceil(rules.min_cell / rules.round_to)
+    return min(max(k / total, 0.0), 1.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,22 +232,67 @@ def cut_curve(
     return curve.iloc[: int(below.argmax())]
 
 
+DAYS_PER_MONTH = 30.4375
+CURVE_GRID_DAYS = DAYS_PER_MONTH  # curves are published monthly, never at an event's day
+
+
 def publishable_curve(
-    curve: pd.DataFrame, rules: Disclosure, grid_days: float = 7.0
+    curve: pd.DataFrame,
+    rules: Disclosure,
+    *,
+    survival: bool,
+    grid_days: float = CURVE_GRID_DAYS,
 ) -> pd.DataFrame:
-    """A step curve (time, value, ci_low, ci_high, n_at_risk) as it may be published: cut
-    where fewer than min_cell remain at risk, then read off on a grid of `grid_days` (the
-    value in force at each grid time), so the exact day of an event never appears."""
+    """A step curve (time, value, ci_low, ci_high, n_at_risk; survival falling from 1 or
+    incidence rising from 0) as it may be published (analysis plan 1.1, "Charts are
+    published data too").
+
+    Cut where fewer than min_cell people remain at risk; read on a grid of `grid_days`
+    (monthly), never at an event's own day; a step is shown only at the first grid time by
+    which at least min_cell events (distinct event times, a lower bound on the events) have
+    accumulated since the last step shown, so small steps are merged into one, and the
+    curve ends at its last such step (events after it are never shown, not even by where
+    the curve stops). Values and limits are put on the rounded-count scale of the head
+    count at the start (`share_on_rounded_scale`), so a step cannot give back the number at
+    risk or an unrounded number of events.
+    """
     c = cut_curve(curve, rules)
+    empty = c.iloc[0:0]
     if c.empty:
-        return c.iloc[0:0]
+        return empty
+    n0 = float(c["n_at_risk"].iloc[0])
+    if rounded(n0, rules) is None:
+        return empty
+    start = 1.0 if survival else 0.0
     times = c["time"].to_numpy(dtype=float)
-    grid = np.arange(0.0, times.max() + 1e-9, grid_days)
-    idx = np.searchsorted(times, grid, side="right") - 1
-    keep = idx >= 0
-    out = c.iloc[idx[keep]].copy()
-    out["time"] = grid[keep]
-    return out.reset_index(drop=True)
+    values = c["value"].to_numpy(dtype=float)
+    changed = np.abs(np.diff(np.concatenate([[start], values]))) > 1e-12
+    event_times = times[changed]
+
+    def on_scale(v: float, how: str) -> float:
+        # the share with the outcome on the rounded-count scale; survival is its complement
+        k = share_on_rounded_scale(1.0 - v if survival else v, n0, rules, how) or 0.0
+        return 1.0 - k if survival else k
+
+    rows = [(0.0, start, start, start, n0)]
+    last = 0.0
+    for g in np.arange(grid_days, times.max() + 1e-9, grid_days):
+        i = int(np.searchsorted(times, g, side="right")) - 1
+        pending = int(((event_times > last) & (event_times <= g)).sum())
+        with_outcome = (1.0 - values[i] if survival else values[i]) * n0
+        if pending >= rules.min_cell and with_outcome >= rules.min_cell:
+            r = c.iloc[i]
+            lo, hi = ("up", "down") if survival else ("down", "up")
+            rows.append(
+                (g, on_scale(r.value, "nearest"), on_scale(r.ci_low, lo),
+                 on_scale(r.ci_high, hi), float(r.n_at_risk))
+            )  # fmt: skip
+            last = g
+        else:
+            rows.append((g, *rows[-1][1:4], float(c["n_at_risk"].iloc[i])))
+    cols = ["time", "value", "ci_low", "ci_high", "n_at_risk"]
+    out = pd.DataFrame(rows, columns=cols)
+    return out[out.time <= last + 1e-9].reset_index(drop=True)
 
 
 def at_risk_counts(curve: pd.DataFrame, times: Iterable[float], rules: Disclosure) -> list[str]:
@@ -229,6 +330,21 @@ def language_matches(text: str, avoid: Iterable[str]) -> list[tuple[str, str]]:
 @cache
 def _term_pattern(term: str) -> re.Pattern[str]:
     return re.compile(r"(?<![A-Za-z])" + re.escape(term) + r"(?![A-Za-z])", re.I)
+
+
+def public_file(name: str | None) -> str:
+    """A delivery's file name as it may be published: a contract file's name (or "the
+    delivery folder" for "."), else a description of it, never the name a force wrote."""
+    if name in (None, "", "."):
+        return "the delivery folder"
+    return name if name in CONTRACT_FILES else OTHER_FILE
+
+
+def public_column(name: str | None) -> str | None:
+    """A column name as it may be published: the contract's own, else a description."""
+    if not name:
+        return None
+    return name if name in CONTRACT_COLUMNS else OTHER_COLUMN
 
 
 def csv_safe(value: object) -> object:

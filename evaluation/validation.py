@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import re
 import sys
 from collections import OrderedDict
@@ -90,6 +91,9 @@ RULES: dict[str, tuple[str, str]] = {
     "malformed_rows": ("error", "every row has the header's fields (no truncated rows)"),
     "duplicate_column": ("error", "column names are not repeated"),
     "unreadable": ("error", "the file can be read"),
+    "not_regular_file": ("error", "the manifest and tables are regular files, not links"),
+    "not_a_folder": ("error", "the delivery and force folders are folders, not links"),
+    "too_large": ("error", "files are within the size limits of the study config"),
     "extra_column": ("warning", "columns not in the contract are reported and never used"),
     "unexpected_file": ("warning", "files not in the contract are reported and never read"),
     "bad_date": ("error", "dates are YYYY-MM-DD"),
@@ -1019,7 +1023,7 @@ def validate_delivery(
     delivery, for the change warnings; `engine` runs the suites with "gx" or "polars".
     """
     ref = ref_or_path if isinstance(ref_or_path, DeliveryRef) else ref_from_path(ref_or_path)
-    delivery = load_delivery(ref)
+    delivery = load_delivery(ref, cfg.limits)
     outcomes = suite_outcomes_many([delivery], engine)
     before = {ref.force: previous} if previous is not None else None
     ((report, good),) = validate_loaded([delivery], cfg, outcomes, before, today)
@@ -1039,7 +1043,10 @@ def validate_deliveries(
     row). Each delivery is compared with its force's latest earlier good delivery among
     `refs`, else with `previous[force]`.
     """
-    loaded = [load_delivery(r if isinstance(r, DeliveryRef) else ref_from_path(r)) for r in refs]
+    loaded = [
+        load_delivery(r if isinstance(r, DeliveryRef) else ref_from_path(r), cfg.limits)
+        for r in refs
+    ]
     return validate_loaded(loaded, cfg, suite_outcomes_many(loaded, engine), previous, today)
 
 
@@ -1119,31 +1126,38 @@ def run_check(
 ) -> int:
     """The body of `dpf-eval check DELIVERY_DIR --config FILE [--json]`.
 
-    Exit code 0: valid (warnings allowed); 1: invalid; 2: usage error (a one-line message on
-    stderr). Only reads the delivery.
+    Exit code 0: valid (warnings allowed); 1: invalid, or the check could not complete (a
+    delivery is never accepted unchecked); 2: usage error (a one-line message on stderr).
+    Only reads the delivery, and never through a link: a delivery folder that is a link is
+    checked, and refused, like any other invalid delivery.
     """
     path = Path(delivery_dir)
-    if not path.is_dir():
+    if not os.path.lexists(path):
         return _usage_error(f"no such folder: {delivery_dir}")
-    names = {MANIFEST} | {f"{t}.{ext}" for t in TABLES for ext in ("csv", "parquet")}
-    if not any((path / n).exists() for n in names):
-        return _usage_error(
-            f"{delivery_dir} is not a delivery folder: it has neither manifest.json nor any "
-            "table file (people.csv, ...)"
-        )
+    if not path.is_symlink():
+        if not path.is_dir():
+            return _usage_error(f"not a folder: {delivery_dir}")
+        names = {MANIFEST} | {f"{t}.{ext}" for t in TABLES for ext in ("csv", "parquet")}
+        if not names & set(os.listdir(path)):
+            return _usage_error(
+                f"{delivery_dir} is not a delivery folder: it has neither manifest.json nor "
+                "any table file (people.csv, ...)"
+            )
     try:
         cfg = load_config(config_path)
     except ConfigError as exc:
         return _usage_error("; ".join(line.strip() for line in str(exc).splitlines()))
     try:
         report, _ = validate_delivery(path, cfg, today=today)
+        text = json.dumps(report.to_dict(), indent=2) if as_json else report.format_text()
     except Exception as exc:  # never a traceback for the person running the check
-        return _usage_error(
-            f"could not complete the check of {delivery_dir} ({type(exc).__name__}: {exc}); "
-            "please report this"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(
+            f"dpf-eval check: could not complete the check of {delivery_dir!r} "
+            f"({type(exc).__name__}: {reason[:200]}); the delivery cannot be accepted as it "
+            "is; please report this",
+            file=sys.stderr,
         )
-    if as_json:
-        print(json.dumps(report.to_dict(), indent=2), file=out)
-    else:
-        print(report.format_text(), file=out)
+        return 1
+    print(text, file=out)
     return 1 if report.blocking else 0

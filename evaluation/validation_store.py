@@ -82,7 +82,8 @@ class ValidationStore:
 
     def pending(self) -> list[DeliveryRef]:
         """Deliveries in the drop folder with no current report."""
-        return [r for r in discover_deliveries(self.drop) if self.stored(r) is None]
+        refs = discover_deliveries(self.drop, self.cfg.force_codes)
+        return [r for r in refs if self.stored(r) is None]
 
     def record(self, ref: DeliveryRef, doc: dict) -> None:
         """Store a report beside the others: write, then rename."""
@@ -131,8 +132,8 @@ class ValidationStore:
             prev_ref = self.previous_good(ref)
             if prev_ref is not None and ref.force not in previous:
                 with contextlib.suppress(DeliveryError):
-                    previous[ref.force] = read_delivery(prev_ref)
-        loaded = loaded or [load_delivery(r) for r in refs]
+                    previous[ref.force] = read_delivery(prev_ref, self.cfg.limits)
+        loaded = loaded or [load_delivery(r, self.cfg.limits) for r in refs]
         if outcomes is None:
             outcomes = lambda: suite_outcomes_many(loaded)  # noqa: E731
         docs = []
@@ -223,7 +224,7 @@ def prevalidate(config: str, drop: str, root: str, worker: Executor) -> int:
         pending = store.pending()
         if not pending:
             return 0
-        loaded = [load_delivery(r) for r in pending]
+        loaded = [load_delivery(r, store.cfg.limits) for r in pending]
         suites = worker.submit(run_suites_gx_on_files, [store.stage(d) for d in loaded])
         print(STAGED, flush=True)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from evaluation.extracts import discover_deliveries
+from evaluation.extracts import scan_drop
 from pipelines.run_log import loggers_config
 
 if TYPE_CHECKING:  # imported when a run starts, after validation has been started
@@ -181,12 +181,13 @@ def _run_pipeline(
     from evaluation.validation_store import STAGED, ValidationStore, validation_root
 
     started = time.perf_counter()
-    refs = discover_deliveries(drop_path)
+    # Only configured forces' folders are read; anything else in the drop is named here (for
+    # the operator, escaped) and nowhere else, and stops nothing.
+    refs, others = scan_drop(drop_path, cfg.force_codes)
+    for other in others:
+        echo(f"note: in the drop folder, {other}")
     if not refs:
         raise RunError(f"no deliveries found under {drop_path} (expected <force>/<YYYY-MM-DD>/)")
-    unknown = sorted({r.force for r in refs} - set(cfg.force_codes))
-    if unknown:
-        echo(f"note: deliveries from forces not in {config} are quarantined: {unknown}")
     out_path.mkdir(parents=True, exist_ok=True)
     store = ValidationStore(validation_root(out_path), drop_path, cfg)
     todo = [r for r in refs if store.stored(r) is None]

@@ -20,10 +20,14 @@ import pytest
 
 from evaluation.config import Disclosure, load_config, parse_config
 from evaluation.disclosure import (
+    DAYS_PER_MONTH,
     at_risk_counts,
+    cut_curve,
     protect_count_table,
     publishable_curve,
     publishable_rate,
+    share_of_rounded,
+    share_on_rounded_scale,
     suppression_mask,
 )
 from evaluation.publish import LanguageError, load_inputs, render_all
@@ -122,12 +126,69 @@ def test_curves_cut_on_the_head_count_not_the_weighted_count():
             "n_at_risk": [60.0, 40.0, 25.0, 12.0, 9.0, 4.0],  # people
         }
     )
-    out = publishable_curve(curve, RULES, grid_days=7.0)
-    assert out.time.max() < 26  # stops before the first time with fewer than 10 people
-    assert all(t % 7 == 0 for t in out.time)  # on the weekly grid: no event's exact day
-    assert (out.n_at_risk >= 10).all()
-    assert list(out.value) == [1.0, 0.98, 0.95]  # the step in force at 0, 7 and 14 days
+    assert list(cut_curve(curve, RULES).time) == [0.0, 3.0, 11.0, 19.0]  # 9 people at 26
     assert at_risk_counts(curve, [0, 10, 30, 100], RULES) == ["60", "25", SUPPRESSED, SUPPRESSED]
+
+
+def _km(event_days: list[float], n0: int, end: float) -> pd.DataFrame:
+    """An unweighted Kaplan-Meier table: one event on each of `event_days`, nobody
+    censored, and a last row at `end` where fewer than 10 people remain."""
+    rows, s, n = [(0.0, 1.0, n0)], 1.0, n0
+    for t in event_days:
+        s *= 1 - 1 / n
+        rows.append((t, s, n))
+        n -= 1
+    rows.append((end, s, 8))
+    df = pd.DataFrame(rows, columns=["time", "value", "n_at_risk"])
+    return df.assign(at_risk=df.n_at_risk * 5.0, ci_low=df.value - 0.02, ci_high=df.value)
+
+
+def test_curves_published_monthly_with_steps_of_at_least_min_cell_events():
+    # 30 events, one every 5 days from day 5 to day 150; fewer than 10 people from day 160
+    days = [5.0 * i for i in range(1, 31)]
+    curve = _km(days, 100, 160.0)
+    out = publishable_curve(curve, RULES, survival=True)
+    months = out.time / DAYS_PER_MONTH
+    assert (abs(months - months.round()) < 1e-9).all()  # the monthly grid, never an event day
+    steps = out.index[out.value.diff().fillna(0) != 0]
+    last = 0.0
+    for i in steps:  # each step rests on >= 10 events since the previous one
+        t = out.time[i]
+        assert sum(last < d <= t for d in days) >= RULES.min_cell, (t, out)
+        last = t
+    assert len(steps) == 2  # months 2 and 4 (12 events each); month 5's 6 are never shown
+    assert out.time.max() == pytest.approx(4 * DAYS_PER_MONTH)
+    # the values are on the rounded-count scale: 100 people, numbers with the outcome in 5s
+    with_outcome = (1 - out.value) * 100
+    assert ((with_outcome.round(9) % RULES.round_to) == 0).all()
+    exact = 1 - float(curve.value[curve.time <= 2 * DAYS_PER_MONTH].iloc[-1])
+    assert with_outcome[steps[0]] == pytest.approx(5 * round(100 * exact / 5))
+    assert (out.ci_low <= out.value).all() and (out.value <= out.ci_high).all()
+
+
+def test_a_curve_with_fewer_than_min_cell_events_shows_no_step():
+    # three events (the issue: the pilot's three sexual reoffences at their exact days)
+    out = publishable_curve(_km([40.0, 95.0, 300.0], 233, 700.0), RULES, survival=True)
+    assert list(out.value) == [1.0] and list(out.time) == [0.0]
+    incidence = _km([40.0, 95.0, 300.0], 233, 700.0).assign(
+        value=lambda d: 1 - d.value, ci_low=lambda d: 1 - d.ci_high, ci_high=lambda d: 1 - d.ci_low
+    )
+    assert list(publishable_curve(incidence, RULES, survival=False).value) == [0.0]
+
+
+def test_shares_are_computed_from_rounded_counts():
+    # 120 and 78 of 233 people would publish 51.5% and 33.5% beside a rounded 235: only 233
+    # fits both; from the rounded counts they are 120/235 and 80/235
+    assert share_of_rounded(120, 233, RULES) == 120 / 235
+    assert share_of_rounded(78, 233, RULES) == 80 / 235
+    assert share_of_rounded(5, 233, RULES) is None
+    assert share_of_rounded(228, 233, RULES, complement=True) is None
+    # a weighted share, and its confidence limits, on the same scale (limits only widen)
+    assert share_on_rounded_scale(0.0874, 233, RULES) == 20 / 235
+    assert share_on_rounded_scale(0.0553, 233, RULES, "down") == 10 / 235
+    assert share_on_rounded_scale(0.1284, 233, RULES, "up") == 30 / 235
+    assert share_on_rounded_scale(0.03, 233, RULES) is None  # 7 people: withheld
+    assert share_on_rounded_scale(0.01, 233, RULES, "down") == 0.0
 
 
 def test_event_study_coefficients_from_few_events_are_withheld(pilot_cfg):
@@ -292,21 +353,21 @@ def test_language_gate_names_the_file_the_term_and_where(tmp_path, pilot_cfg):
 
 
 def test_data_quality_findings_never_carry_row_numbers_or_values(tmp_path, pilot_cfg):
-    store = tmp_path / "validation" / "ASH"
+    store = tmp_path / "validation" / "ASH" / "2026-10-31"
     store.mkdir(parents=True)
     finding = {"force": "ASH", "delivery": "2026-10-31", "file": "people.csv",
                "column": "birth_year", "rule": "birth_year_max", "severity": "error",
                "failing_rows": 3, "examples": [17, 4242, 9001],
                "message": "birth_year 2031 is after the extract year"}  # fmt: skip
     header = dict(finding, column="Jane Doe 1970", rule="extra_column", severity="warning")
-    (store / "2026-10-31.json").write_text(json.dumps({"findings": [finding, header]}))
-    dq = pd.DataFrame({"force": ["ASH"], "delivery": ["2026-10-31"]})
+    (store / "revision-1.json").write_text(json.dumps({"findings": [finding, header]}))
+    dq = pd.DataFrame({"force": ["ASH"], "delivery": ["2026-10-31"], "revision": [1]})
     found = validation_findings(tmp_path / "validation", dq)
     assert all("examples" not in f and "message" not in f for f in found)
     text = csv_text(findings_table(found, pilot_cfg))
     for leaked in ("4242", "9001", "2031", "Jane Doe"):
         assert leaked not in text
-    assert "birth_year" in text and "(a column not in the contract)" in text
+    assert "birth_year" in text and ",a column not in the contract," in text
     assert SUPPRESSED in text  # 3 rows affected
 
 

@@ -4,10 +4,13 @@ command's exit codes and output, and which delivery each force uses."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
+import os
 import shutil
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -16,7 +19,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from evaluation.config import StudyConfig, load_config
+from evaluation.config import Limits, StudyConfig, load_config
 from evaluation.deliveries import data_quality_table, resolve_in_use
 from evaluation.extracts import load_delivery
 from evaluation.validation import (
@@ -121,6 +124,42 @@ def ragged(data: bytes) -> bytes:
 
 def unclosed_quote(data: bytes) -> bytes:
     return data.rstrip(b"\n") + b',"unfinished'
+
+
+def secret_file(folder: Path) -> Path:
+    """A file outside the drop folder standing for /etc/shadow (which a test cannot read)."""
+    secret = folder.parents[2] / "shadow"
+    secret.write_text("root:$6$SECRET-HASH:19000:0:99999:7:::\n")
+    return secret
+
+
+def moved_aside(path: Path, delivery: Path) -> Path:
+    """Move a file or folder of a delivery out of the drop folder; returns where it went."""
+    target = delivery.parents[2] / f"elsewhere-{path.name}"
+    shutil.move(path, target)
+    return target
+
+
+def replace_by_link(path: Path, target: Path) -> None:
+    if path.is_file():
+        path.unlink()
+    path.symlink_to(target)
+
+
+def named_pipe(path: Path) -> None:
+    """Replace a file by a named pipe. Opening it to read would wait for a writer for ever, so
+    a watchdog opens it for writing after a while: a reader that wrongly opened it then gets
+    an empty file and the test fails instead of hanging the suite."""
+    path.unlink()
+    os.mkfifo(path)
+
+    def unblock() -> None:
+        with contextlib.suppress(OSError):  # nobody reading (the right outcome): ENXIO
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+    watchdog = threading.Timer(30, unblock)
+    watchdog.daemon = True
+    watchdog.start()
 
 
 @dataclass
@@ -299,6 +338,80 @@ BAD = [
             "fmt": "parquet",
             "edit_bytes": in_bytes("events.parquet", lambda b: b[:40] + b"\0" * 40 + b[80:]),
         },
+    ),
+    # files that are not files, and files over the limits (extract-spec 1.1)
+    Case(
+        "table_links_to_a_secret",
+        "people.csv",
+        None,
+        "not_regular_file",
+        post=lambda f: replace_by_link(f / "people.csv", secret_file(f)),
+    ),
+    Case(
+        "manifest_is_a_link",
+        "manifest.json",
+        None,
+        "not_regular_file",
+        post=lambda f: replace_by_link(f / "manifest.json", moved_aside(f / "manifest.json", f)),
+    ),
+    Case(
+        "table_links_to_dev_zero",
+        "contacts.csv",
+        None,
+        "not_regular_file",
+        post=lambda f: replace_by_link(f / "contacts.csv", Path("/dev/zero")),
+    ),
+    Case(
+        "table_is_a_named_pipe",
+        "events.csv",
+        None,
+        "not_regular_file",
+        post=lambda f: named_pipe(f / "events.csv"),
+    ),
+    Case(
+        "table_is_a_folder",
+        "assessments.csv",
+        None,
+        "not_regular_file",
+        post=lambda f: ((f / "assessments.csv").unlink(), (f / "assessments.csv").mkdir()),
+    ),
+    Case(
+        "table_over_the_size_limit",
+        "circumstances.csv",
+        None,
+        "too_large",
+        # Sparse: 2 GB on paper, nothing on disk, and the reader must not read it to know.
+        post=lambda f: os.truncate(f / "circumstances.csv", Limits().table_bytes + 1),
+    ),
+    Case(
+        "manifest_over_the_size_limit",
+        "manifest.json",
+        None,
+        "too_large",
+        post=lambda f: (f / "manifest.json").write_text(
+            (f / "manifest.json").read_text() + " " * Limits().manifest_bytes
+        ),
+    ),
+    Case(
+        "manifest_nested_too_deeply",
+        "manifest.json",
+        None,
+        "manifest_invalid",
+        post=lambda f: (f / "manifest.json").write_text("[" * 200_000),
+    ),
+    Case(
+        "delivery_folder_is_a_link",
+        ".",
+        None,
+        "not_a_folder",
+        post=lambda f: replace_by_link(f, moved_aside(f, f)),
+    ),
+    Case(
+        "force_folder_is_a_link",
+        ".",
+        None,
+        "not_a_folder",
+        post=lambda f: replace_by_link(f.parent, moved_aside(f.parent, f)),
     ),
     # columns and cells
     Case(

@@ -9,7 +9,14 @@ from typing import Any
 import pandas as pd
 
 from evaluation.config import StudyConfig
-from evaluation.disclosure import protect_count_table, publishable_rate, rounded, safe_count
+from evaluation.disclosure import (
+    is_suppressed,
+    protect_count_table,
+    rounded,
+    safe_count,
+    share_of_rounded,
+    share_on_rounded_scale,
+)
 from evaluation.publish.common import DASH, Table, fmt_num, fmt_pct, force_names
 from evaluation.publish.estimates import Results
 
@@ -98,11 +105,23 @@ def arm_sizes(res: Results) -> dict[str, int | None]:
 
 
 def _share(mean: float, n: int | None, cfg: StudyConfig) -> str:
+    """The share of an arm's n people with a characteristic, from the rounded counts (the
+    arm's rounded n is the table's first row)."""
+    if n is None or mean is None or math.isnan(mean):
+        return DASH
+    r = share_of_rounded(round(mean * n), n, cfg.disclosure, complement=True)
+    return "withheld" if r is None else fmt_pct(r)
+
+
+def _weighted_share(mean: float | None, n: int | None, cfg: StudyConfig) -> str:
+    """A weighted share of the same people: withheld like a share of counts (either side
+    under min_cell), else on the same rounded-count scale."""
     if n is None or mean is None or math.isnan(mean):
         return DASH
     k = mean * n
-    r = publishable_rate(k, n, cfg.disclosure, complement=True)
-    return "withheld" if r is None else fmt_pct(mean)
+    small = is_suppressed(k, cfg.disclosure) or is_suppressed(n - k, cfg.disclosure)
+    r = None if small else share_on_rounded_scale(mean, n, cfg.disclosure)
+    return "withheld" if r is None else fmt_pct(r)
 
 
 def _mean(mean: float, sd: float | None, digits: int) -> str:
@@ -126,7 +145,11 @@ def table_one(t1: pd.DataFrame, res: Results, cfg: StudyConfig) -> tuple[Table, 
         if cov in BINARY:
             pilot = _share(r["mean_pilot"], n["pilot"], cfg)
             comp = _share(r["mean_comparison"], n["comparison"], cfg)
-            wcomp = _share(r.get("wmean_comparison"), n["comparison"], cfg) if weighted else DASH
+            wcomp = (
+                _weighted_share(r.get("wmean_comparison"), n["comparison"], cfg)
+                if weighted
+                else DASH
+            )
             if "withheld" in (pilot, comp):
                 wcomp = "withheld" if weighted else DASH
             label += " (%)"

@@ -15,11 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 from evaluation.config import StudyConfig
-from evaluation.disclosure import safe_count
+from evaluation.disclosure import public_column, public_file, safe_count
 from evaluation.publish.cohort import delivery_summary
 from evaluation.publish.common import DASH, Page, Table, force_names, provenance
 from evaluation.publish.inputs import ReportInputs
-from evaluation.schema import TABLE_COLUMNS, TABLES
 from evaluation.validation import RULES
 
 STATUS_LABELS = {
@@ -35,8 +34,6 @@ NAV = [
     ("findings", "What failed or warned"),
     ("reproducibility", "Reproducibility"),
 ]
-CONTRACT_COLUMNS = {c.name for cols in TABLE_COLUMNS.values() for c in cols}
-CONTRACT_FILES = {*(f"{t}.csv" for t in TABLES), *(f"{t}.parquet" for t in TABLES), "manifest.json"}
 
 
 def delivery_rows(dq: pd.DataFrame, cfg: StudyConfig, name: str = "deliveries") -> Table:
@@ -69,13 +66,11 @@ def delivery_rows(dq: pd.DataFrame, cfg: StudyConfig, name: str = "deliveries") 
 
 
 def _column(c: str | None) -> str:
-    if not c:
-        return DASH
-    return c if c in CONTRACT_COLUMNS else "(a column not in the contract)"
+    return public_column(c) or DASH
 
 
 def _file(f: str) -> str:
-    return f if f in CONTRACT_FILES else "(a file not in the contract)"
+    return public_file(f)
 
 
 def findings_table(findings: list[dict], cfg: StudyConfig) -> Table:

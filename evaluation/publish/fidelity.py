@@ -3,8 +3,10 @@
 per person-year, before and after go-live.
 
 Disclosure: a share is withheld where its numerator or its denominator (contacts) is fewer
-than min_cell; a rate per person-month where the contacts or the person-months are; the
-contact counts shown are rounded.
+than min_cell, and is computed from the rounded counts (the tables publish the rounded
+contacts beside it); a rate per person-month is withheld where the contacts or the
+person-months are; the contact counts shown are rounded. Charts show exactly the values of
+the table behind them, at the same precision.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pandas as pd
 
 from evaluation import charts
 from evaluation.config import StudyConfig
-from evaluation.disclosure import publishable_rate, safe_count
+from evaluation.disclosure import publishable_rate, safe_count, share_of_rounded
 from evaluation.publish.common import Chart, Table, fmt_num
 
 WINDOW = (-12, 18)  # months since go-live shown in the over-time charts
@@ -70,18 +72,24 @@ def measure_values(g: pd.DataFrame, measure: str, cfg: StudyConfig) -> list[floa
             # hours are not a count; the contacts behind them must reach the threshold
             ok = publishable_rate(r.contacts, r.person_months, cfg.disclosure) is not None
             out.append(scale * num / den if ok else None)
+        elif measure in SHARES:
+            r_ = share_of_rounded(num, den, cfg.disclosure)
+            out.append(None if r_ is None else scale * r_)
         else:
             r_ = publishable_rate(num, den, cfg.disclosure)
             out.append(None if r_ is None else scale * r_)
     return out
 
 
+DIGITS = {"dmp": 1, "trained": 1, "contacts": 2, "hours": 1}  # tables and charts alike
+
+
 def _fmt(measure: str, v: float | None) -> str:
     if v is None:
         return "withheld"
-    if measure in ("dmp", "trained"):
-        return f"{v:.1f}%"
-    return fmt_num(v, 2 if measure == "contacts" else 1)
+    if measure in SHARES:
+        return f"{v:.{DIGITS[measure]}f}%"
+    return fmt_num(v, DIGITS[measure])
 
 
 def _window(panel: pd.DataFrame) -> pd.DataFrame:
@@ -116,6 +124,7 @@ def arm_chart(panel: pd.DataFrame, measure: str, cfg: StudyConfig) -> Chart:
         MEASURES[measure][1],
         0,
         percent=measure in SHARES,
+        digits=DIGITS[measure],
     )
     table = Table(
         f"fidelity-{measure}-by-arm",
@@ -177,7 +186,12 @@ def force_chart(panel: pd.DataFrame, code: str, name: str, measure: str, cfg: St
         for e, v in zip(g.event_time, vals, strict=True):
             rows.setdefault(int(e), {"Months since go-live": str(int(e))})[label] = _fmt(measure, v)
     fig = charts.line_figure(
-        series, "Months since go-live", MEASURES[measure][1], 0, percent=measure in SHARES
+        series,
+        "Months since go-live",
+        MEASURES[measure][1],
+        0,
+        percent=measure in SHARES,
+        digits=DIGITS[measure],
     )
     table = Table(
         f"{measure}-over-time",

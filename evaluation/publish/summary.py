@@ -14,12 +14,12 @@ from evaluation.publish.common import (
     OUTCOME_LABELS,
     fmt_ci,
     fmt_p,
-    fmt_pct,
     fmt_ratio,
     pct_change,
     years_phrase,
 )
 from evaluation.publish.estimates import OutcomeHR, Results, min_detectable
+from evaluation.publish.survival import horizon_share
 from evaluation.survival_models import headline_inference
 
 
@@ -67,8 +67,9 @@ def _found(h: dict[str, Any], res: Results, cfg: StudyConfig) -> list[str]:
            for r in rows.values()):  # fmt: skip
         out.append(
             f"Within {years_phrase(cfg.analysis.horizon_days)} of the index date, an estimated "
-            f"{fmt_pct(rows['pilot']['estimate'])} of people in pilot forces and "
-            f"{fmt_pct(rows['comparison']['estimate'])} of comparable people in comparison "
+            f"{horizon_share(rows['pilot'], cfg, with_ci=False)} of people in pilot forces "
+            f"and {horizon_share(rows['comparison'], cfg, with_ci=False)} of comparable people "
+            "in comparison "
             f"forces had {OUTCOME_HAD[h['outcome']]}."
         )
     return out

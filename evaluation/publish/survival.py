@@ -11,7 +11,13 @@ import pandas as pd
 
 from evaluation import charts
 from evaluation.config import OUTCOMES, StudyConfig
-from evaluation.disclosure import at_risk_counts, is_suppressed, publishable_curve, safe_count
+from evaluation.disclosure import (
+    at_risk_counts,
+    is_suppressed,
+    publishable_curve,
+    safe_count,
+    share_on_rounded_scale,
+)
 from evaluation.publish.common import (
     DASH,
     INFERENCE_LABELS,
@@ -29,7 +35,6 @@ from evaluation.publish.common import (
 from evaluation.publish.estimates import OutcomeHR, Results, hazard_ratios, min_detectable
 from evaluation.survival_models import COX_INFERENCES, headline_inference
 
-CURVE_GRID_DAYS = 7.0  # curves are published weekly: no single event's day appears
 TABLE_MONTHS = (0, 3, 6, 9, 12, 15, 18, 21, 24)
 NOT_ESTIMATED = "not estimated"
 
@@ -176,7 +181,7 @@ def _curve_chart(curves: pd.DataFrame, outcome: str, estimator: str, cfg: StudyC
     km = estimator == "km"
     sub = curves[(curves.outcome == outcome) & (curves.estimator == estimator)]
     parts = {
-        arm: publishable_curve(sub[sub.arm == arm], cfg.disclosure, CURVE_GRID_DAYS)
+        arm: publishable_curve(sub[sub.arm == arm], cfg.disclosure, survival=km)
         for arm in ("pilot", "comparison")
     }
     data = pd.concat([p.assign(arm=arm) for arm, p in parts.items()], ignore_index=True)
@@ -191,12 +196,8 @@ def _curve_chart(curves: pd.DataFrame, outcome: str, estimator: str, cfg: StudyC
             p, full = parts[arm], sub[sub.arm == arm]
             at_risk = at_risk_counts(full, [t], cfg.disclosure)[0] if len(full) else DASH
             at = p[p.time <= t + 1e-9]
-            # shown only where the published curve reaches t and enough people are at risk
-            shown = (
-                len(at)
-                and float(p.time.max()) + CURVE_GRID_DAYS > t
-                and at_risk != (f"<{cfg.disclosure.min_cell}")
-            )
+            # shown only where the published curve reaches t (the table is the chart's data)
+            shown = len(at) and float(p.time.max()) >= t - 1e-9
             v = at.iloc[-1] if shown else None
             row[f"{name} %"] = fmt_pct(v.value) if v is not None else "withheld"
             row[f"{name} 95% CI"] = (
@@ -237,8 +238,10 @@ def _curve_chart(curves: pd.DataFrame, outcome: str, estimator: str, cfg: StudyC
                 "events), with 95% confidence bands."
             )
         )
-        + " Curves stop where fewer than "
-        + f"{cfg.disclosure.min_cell} people remain at risk."
+        + f" Read monthly; each step rests on at least {cfg.disclosure.min_cell} events "
+        f"(smaller steps are merged), and a curve stops at its last such step or where fewer "
+        f"than {cfg.disclosure.min_cell} people remain at risk. Percentages are on the scale "
+        f"of the rounded numbers of people."
     )
     return Chart(
         f"{kind}-{outcome}",
@@ -316,6 +319,22 @@ def outcome_sections(
     return out
 
 
+def horizon_share(e: dict, cfg: StudyConfig, with_ci: bool = True) -> str:
+    """Cumulative incidence at the horizon as published: on the rounded-count scale of the
+    arm's people, like the curves (a weighted share of an exact head count would give
+    back an unrounded number of people with the outcome)."""
+    rules, n = cfg.disclosure, e.get("n")
+    v = share_on_rounded_scale(e["estimate"], n, rules)
+    if v is None:
+        return "withheld"
+    if not with_ci:
+        return fmt_pct(v)
+    lo = share_on_rounded_scale(e["ci_low"], n, rules, "down")
+    hi = share_on_rounded_scale(e["ci_high"], n, rules, "up")
+    ci = fmt_ci(100 * lo, 100 * hi, 1) if lo is not None and hi is not None else DASH
+    return f"{fmt_pct(v)} ({ci})"
+
+
 def horizon_table(res: Results, cfg: StudyConfig) -> Table:
     """Survival and cumulative incidence at the horizon by arm, and the RMST difference. A
     value is withheld where its arm has fewer than min_cell people with the outcome."""
@@ -329,9 +348,7 @@ def horizon_table(res: Results, cfg: StudyConfig) -> Table:
             elif is_suppressed(e["events"], cfg.disclosure):
                 row[f"{name}: with the outcome"] = "withheld"
             else:
-                row[f"{name}: with the outcome"] = (
-                    f"{fmt_pct(e['estimate'])} ({fmt_ci(100 * e['ci_low'], 100 * e['ci_high'], 1)})"
-                )
+                row[f"{name}: with the outcome"] = horizon_share(e, cfg)
         r = res.get(o, "rmst", "rmst_difference", "pilot", "cluster_robust")
         row["Days gained without the outcome (RMST difference)"] = (
             fmt_num(r["estimate"], 1) if r and r["estimate"] is not None else DASH
