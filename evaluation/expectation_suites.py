@@ -22,6 +22,7 @@ test corpus.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
@@ -32,11 +33,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from evaluation.config import Limits
 from evaluation.schema import SCHEMA_VERSION, TABLE_COLUMNS, TABLES, Column
 
 SUITE_DIR = Path(__file__).resolve().parents[1] / "expectations"
 EXAMPLES = 5  # example row numbers kept per failed expectation
 GX_SEVERITY = {"error": "critical", "warning": "warning"}
+VALUE_LENGTH = "expect_column_value_lengths_to_be_between"
+# Suite parameters ({"$PARAMETER": name} in a suite): values the study config sets at run time.
+DEFAULT_PARAMETERS = {"value_chars": Limits().value_chars}
 # COMPLETE gives every failing row index (BASIC gives none, SUMMARY only the first few of a
 # stacked batch); cell values are left out, so GX results never hold an identifier the
 # guard is looking for, and so is the index query string, which grows with the failures.
@@ -67,6 +72,11 @@ def _is(column: str, value: bool) -> dict:
 
 def _null(column: str, is_null: bool) -> dict:
     return {"type": "nullity", "column": {"name": column}, "is_null": is_null}
+
+
+def _bound(value: int | dt.date | None) -> int | str | None:
+    """A range bound as GX's JSON holds it (dates as ISO text, which GX compares as dates)."""
+    return value.isoformat() if isinstance(value, dt.date) else value
 
 
 def _column_expectations(table: str, col: Column) -> list[dict]:
@@ -102,24 +112,45 @@ def _column_expectations(table: str, col: Column) -> list[dict]:
                 f"{name} must be one of: {allowed}",
             )
         )
+    if col.dtype in ("str", "enum"):
+        out.append(
+            _expectation(
+                VALUE_LENGTH,
+                {"column": name, "max_value": {"$PARAMETER": "value_chars"}},
+                "value_length",
+                f"{name} is longer than the limit on any single value (limits.value_chars "
+                "in the study config; 256 characters unless it says otherwise)",
+            )
+        )
     if col.min is not None or col.max is not None:
+        low, high = _bound(col.min), _bound(col.max)
         kwargs: dict = {"column": name}
-        if col.min is not None:
-            kwargs["min_value"] = col.min
-        if col.max is not None:
-            kwargs["max_value"] = col.max
-        if col.max is None:
-            bounds = f"at least {col.min}"
-        elif col.min is None:
-            bounds = f"at most {col.max}"
+        if low is not None:
+            kwargs["min_value"] = low
+        if high is not None:
+            kwargs["max_value"] = high
+        if high is None:
+            bounds = f"{'on or after' if col.dtype == 'date' else 'at least'} {low}"
+        elif low is None:
+            bounds = f"at most {high}"
         else:
-            bounds = f"between {col.min} and {col.max}"
+            bounds = f"between {low} and {high}"
         out.append(
             _expectation(
                 "expect_column_values_to_be_between",
                 kwargs,
                 "range",
                 f"{name} must be {bounds}",
+            )
+        )
+    if col.warn_above is not None:
+        out.append(
+            _expectation(
+                "expect_column_values_to_be_between",
+                {"column": name, "max_value": col.warn_above},
+                "implausible_value",
+                f"{name} above {col.warn_above} is possible but implausible: please check it",
+                "warning",
             )
         )
     if col.unique:
@@ -362,15 +393,73 @@ def _per_delivery(e: dict) -> dict:
 
 
 def run_suites_gx(
-    frames: dict[str, pl.DataFrame], suites: dict[str, dict]
+    frames: dict[str, pl.DataFrame],
+    suites: dict[str, dict],
+    parameters: dict[str, int] | None = None,
 ) -> list[ExpectationOutcome]:
     """Validate one delivery's typed polars frames (columns absent from the file left out)
     with great-expectations."""
-    return run_suites_gx_many([frames], suites)[0]
+    return run_suites_gx_many([frames], suites, parameters)[0]
+
+
+def parameter(value, parameters: dict[str, int] | None):
+    """A suite's kwarg value with a suite parameter ({"$PARAMETER": name}) resolved."""
+    if isinstance(value, dict) and "$PARAMETER" in value:
+        return (parameters or DEFAULT_PARAMETERS)[value["$PARAMETER"]]
+    return value
+
+
+def empty_too_long(
+    frame: pl.DataFrame, run: list[dict], parameters: dict[str, int] | None
+) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
+    """The frame with every value that fails its `value_length` expectation emptied, and per
+    column the (0-based) rows emptied.
+
+    Both executors check lengths this way, in polars, before any other rule sees a value:
+    GX measures lengths and matches patterns through `astype(str)`, which widens every cell
+    of a column to its longest value (one 10-million-character person_id among 300 rows took
+    12 GB, and in a stacked batch GX caught the MemoryError and reported no failing rows).
+    An emptied cell fails only `value_length`: the not-null rules do not count it again.
+    """
+    lengths = [e for e in run if e["type"] == VALUE_LENGTH]
+    if not lengths:
+        return frame, {}
+    masks = frame.select(_failing(e, parameters).alias(e["kwargs"]["column"]) for e in lengths)
+    emptied = {m.name: m for m in masks.get_columns() if m.any()}
+    frame = frame.with_columns(
+        pl.when(mask).then(None).otherwise(pl.col(c)).alias(c) for c, mask in emptied.items()
+    )
+    return frame, {c: m.arg_true().to_numpy().astype(np.int64) for c, m in emptied.items()}
+
+
+def _rows_outcome(table: str, e: dict, rows: np.ndarray) -> ExpectationOutcome:
+    """The outcome of an expectation failing on `rows` (0-based, sorted) of one delivery."""
+    return _outcome(
+        table,
+        e,
+        success=rows.size == 0,
+        unexpected_count=int(rows.size),
+        examples=[int(x) + 1 for x in rows[:EXAMPLES]],
+    )
+
+
+def _length_outcome(table: str, e: dict, emptied: dict[str, np.ndarray]) -> ExpectationOutcome:
+    """A `value_length` outcome: the rows `empty_too_long` emptied in its column."""
+    return _rows_outcome(table, e, emptied.get(e["kwargs"]["column"], np.empty(0, np.int64)))
+
+
+def _not_counted(e: dict, rows: np.ndarray, emptied: dict[str, np.ndarray]) -> np.ndarray:
+    """A rule's failing rows less those a not-null rule must not count: cells emptied for
+    their length."""
+    if e["type"] == "expect_column_values_to_not_be_null" and e["kwargs"]["column"] in emptied:
+        return np.setdiff1d(rows, emptied[e["kwargs"]["column"]])
+    return rows
 
 
 def run_suites_gx_many(
-    deliveries: list[dict[str, pl.DataFrame]], suites: dict[str, dict]
+    deliveries: list[dict[str, pl.DataFrame]],
+    suites: dict[str, dict],
+    parameters: dict[str, int] | None = None,
 ) -> list[list[ExpectationOutcome]]:
     """Validate many deliveries with GX; returns each delivery's outcomes.
 
@@ -378,7 +467,9 @@ def run_suites_gx_many(
     every delivery (with the same columns) is stacked into one pandas batch and validated
     once against its suite, uniqueness being checked per delivery; the failing row indexes
     (result_format COMPLETE, without cell values) are split back by delivery. One ephemeral
-    GX context serves all tables.
+    GX context serves all tables. An expectation that raised inside GX, or failed without
+    naming rows, on a batch of several deliveries is validated again on each delivery alone,
+    so that it is charged to the deliveries it fails on and no other.
     """
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx  # slow import: only when validating
@@ -392,44 +483,73 @@ def run_suites_gx_many(
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = context.data_sources.add_pandas("deliveries")
+    names = iter(range(1 << 62))
+
+    def validate(frame: pl.DataFrame, expectations: list[dict]) -> list:
+        """GX's results for `expectations` on `frame`, in their order (GX returns its own)."""
+        batch = (
+            source.add_dataframe_asset(f"batch_{next(names)}")
+            .add_batch_definition_whole_dataframe("whole")
+            .get_batch(batch_parameters={"dataframe": _pandas_for_gx(frame)})
+        )
+        suite = gx.ExpectationSuite(name=f"suite_{next(names)}", expectations=expectations)
+        result = batch.validate(suite, result_format=GX_RESULT_FORMAT)
+        position = {_key(e): n for n, e in enumerate(expectations)}
+        ordered = [None] * len(expectations)
+        for r in result.results:
+            ordered[position[_key(r.expectation_config.to_json_dict())]] = r
+        return ordered
+
     results: list[list[ExpectationOutcome]] = [[] for _ in deliveries]
     for table in TABLES:
         groups: dict[tuple, list[int]] = {}
         for i, frames in enumerate(deliveries):
             if table in frames:
                 groups.setdefault(tuple(frames[table].schema.items()), []).append(i)
-        for g, members in enumerate(groups.values()):
-            parts = [deliveries[i][table] for i in members]
-            run, skipped = _runnable(table, parts[0], suites[table])
-            for i in members:
-                results[i] += skipped
-            if not run:
-                continue
-            stacked = pl.concat(
-                [
-                    f.with_columns(pl.lit(k, pl.UInt32).alias(BATCH_COLUMN))
-                    for k, f in enumerate(parts)
-                ]
-            )
-            bounds = np.cumsum([0] + [f.height for f in parts])
-            batch = (
-                source.add_dataframe_asset(f"{table}_{g}")
-                .add_batch_definition_whole_dataframe(table)
-                .get_batch(batch_parameters={"dataframe": _pandas_for_gx(stacked)})
-            )
-            stacked_run = [_per_delivery(e) for e in run]
-            suite = gx.ExpectationSuite(name=f"{table}_{g}", expectations=stacked_run)
-            result = batch.validate(suite, result_format=GX_RESULT_FORMAT)
-            # GX returns results in its own order: put them back in the suite's.
-            position = {_key(e): n for n, e in enumerate(stacked_run)}
-            by_member: list[list] = [[None] * len(run) for _ in members]
-            for r in result.results:
-                n = position[_key(r.expectation_config.to_json_dict())]
-                for k, outcome in enumerate(_split(table, run[n], r, bounds)):
-                    by_member[k][n] = outcome
+        for members in groups.values():
+            run, skipped = _runnable(table, deliveries[members[0]][table], suites[table])
+            held = [empty_too_long(deliveries[i][table], run, parameters) for i in members]
+            outcomes = _validate_stacked(validate, table, run, held)
             for k, i in enumerate(members):
-                results[i] += by_member[k]
+                results[i] += skipped + outcomes[k]
     return results
+
+
+def _validate_stacked(
+    validate, table: str, run: list[dict], held: list[tuple[pl.DataFrame, dict]]
+) -> list[list[ExpectationOutcome]]:
+    """Each delivery's outcomes of `run` on its table, `held` being each delivery's frame
+    and emptied rows (`empty_too_long`): one GX batch of all, stacked."""
+    # Lengths were checked on the way in; GX fills in the other outcomes.
+    by_part: list[list] = [
+        [_length_outcome(table, e, emptied) if e["type"] == VALUE_LENGTH else None for e in run]
+        for _, emptied in held
+    ]
+    on_gx = [n for n, e in enumerate(run) if e["type"] != VALUE_LENGTH]
+    if not on_gx:
+        return by_part
+    parts = [frame for frame, _ in held]
+    bounds = np.cumsum([0] + [f.height for f in parts])
+    stacked_emptied: dict[str, np.ndarray] = {}
+    for k, (_, emptied) in enumerate(held):
+        for c, rows in emptied.items():
+            stacked_emptied[c] = np.concatenate([stacked_emptied.get(c, []), rows + bounds[k]])
+    stacked = pl.concat(
+        [f.with_columns(pl.lit(k, pl.UInt32).alias(BATCH_COLUMN)) for k, f in enumerate(parts)]
+    )
+    stacked_results = validate(stacked, [_per_delivery(run[n]) for n in on_gx])
+    for n, r in zip(on_gx, stacked_results, strict=True):
+        e = run[n]
+        if len(parts) > 1 and _unexplained(e, r):
+            outcomes = [
+                _split(table, e, validate(f, [e])[0], np.array([0, f.height]), emptied)[0]
+                for f, emptied in held
+            ]
+        else:
+            outcomes = _split(table, e, r, bounds, stacked_emptied)
+        for k, outcome in enumerate(outcomes):
+            by_part[k][n] = outcome
+    return by_part
 
 
 def _pandas_for_gx(frame: pl.DataFrame):
@@ -445,6 +565,7 @@ def _pandas_for_gx(frame: pl.DataFrame):
 
 def run_suites_gx_on_files(
     deliveries: list[dict[str, tuple[str, list[str]]]],
+    parameters: dict[str, int] | None = None,
 ) -> list[list[ExpectationOutcome]]:
     """`run_suites_gx_many` on typed tables kept as Parquet: per delivery, table -> (path,
     columns to leave out because the delivered file lacked them). A worker process's task."""
@@ -452,33 +573,56 @@ def run_suites_gx_on_files(
         {table: pl.read_parquet(path).drop(absent) for table, (path, absent) in d.items()}
         for d in deliveries
     ]
-    return run_suites_gx_many(frames, load_suites())
+    return run_suites_gx_many(frames, load_suites(), parameters)
 
 
-def _split(table: str, e: dict, r, bounds: np.ndarray) -> list[ExpectationOutcome]:
-    """One GX result on a stacked batch as each stacked delivery's outcome."""
-    parts = range(len(bounds) - 1)
+def _raised(r) -> str | None:
+    """The message of an exception GX caught while evaluating a result, if any. GX 1.x nests
+    it per metric ({metric id: {"raised_exception": ...}}) where an expectation's metrics
+    failed, and holds it at the top level where the expectation itself did."""
     info = r.exception_info or {}
-    if info.get("raised_exception"):
-        message = str(info.get("exception_message"))
+    for entry in [info] if "raised_exception" in info else info.values():
+        if isinstance(entry, dict) and entry.get("raised_exception"):
+            return str(entry.get("exception_message") or "an error inside great-expectations")
+    return None
+
+
+def _failing_rows(r) -> np.ndarray:
+    return np.sort(np.asarray((r.result or {}).get("unexpected_index_list") or [], np.int64))
+
+
+def _unexplained(e: dict, r) -> bool:
+    """True where GX's result cannot be charged to rows: it raised, or it failed with no
+    failing row."""
+    if _raised(r) is not None:
+        return True
+    return not r.success and e["type"] != "expect_column_to_exist" and _failing_rows(r).size == 0
+
+
+def _split(
+    table: str, e: dict, r, bounds: np.ndarray, emptied: dict[str, np.ndarray] | None = None
+) -> list[ExpectationOutcome]:
+    """One GX result on a stacked batch as each stacked delivery's outcome.
+
+    An expectation that is not a success fails, whatever the reason: one that raised carries
+    the exception, one that failed without naming rows fails every delivery of the batch
+    (the executor validates each alone first, so that is the delivery it failed on).
+    `emptied` are the batch's cells emptied for their length (`empty_too_long`)."""
+    parts = range(len(bounds) - 1)
+    message = _raised(r)
+    if message is not None:
         return [_outcome(table, e, success=False, exception=message) for _ in parts]
     if e["type"] == "expect_column_to_exist":
         ok = bool(r.success)
         return [_outcome(table, e, success=ok, unexpected_count=int(not ok)) for _ in parts]
-    index = np.sort(np.asarray((r.result or {}).get("unexpected_index_list") or [], np.int64))
-    out = []
-    for k in parts:
-        rows = index[(index >= bounds[k]) & (index < bounds[k + 1])] - bounds[k]
-        out.append(
-            _outcome(
-                table,
-                e,
-                success=rows.size == 0,
-                unexpected_count=int(rows.size),
-                examples=[int(x) + 1 for x in rows[:EXAMPLES]],
-            )
-        )
-    return out
+    index = _failing_rows(r)
+    if not r.success and index.size == 0:
+        return [_outcome(table, e, success=False) for _ in parts]
+    index = _not_counted(e, index, emptied or {})
+    return [
+        _rows_outcome(table, e, index[(index >= bounds[k]) & (index < bounds[k + 1])] - bounds[k])
+        for k in parts
+    ]
 
 
 def row_condition_expr(cond: dict | None) -> pl.Expr:
@@ -493,9 +637,9 @@ def row_condition_expr(cond: dict | None) -> pl.Expr:
     raise NotImplementedError(f"row condition {cond}")
 
 
-def _failing(e: dict) -> pl.Expr:
+def _failing(e: dict, parameters: dict[str, int] | None = None) -> pl.Expr:
     """A boolean expression: True where a row fails the expectation (GX's semantics)."""
-    kw = e["kwargs"]
+    kw = {k: parameter(v, parameters) for k, v in e["kwargs"].items()}
     t = e["type"]
     c = pl.col(kw["column"]) if "column" in kw else None
     if t == "expect_column_values_to_not_be_null":
@@ -504,12 +648,13 @@ def _failing(e: dict) -> pl.Expr:
         fail = c.is_not_null()
     elif t == "expect_column_values_to_be_in_set":
         fail = c.is_not_null() & ~c.is_in(kw["value_set"])
-    elif t == "expect_column_values_to_be_between":
+    elif t in ("expect_column_values_to_be_between", VALUE_LENGTH):
+        value = c.str.len_chars() if t == VALUE_LENGTH else c
         fail = pl.lit(False)
         if "min_value" in kw:
-            fail = fail | (c < kw["min_value"])
+            fail = fail | (value < _comparable(kw["min_value"]))
         if "max_value" in kw:
-            fail = fail | (c > kw["max_value"])
+            fail = fail | (value > _comparable(kw["max_value"]))
         fail = c.is_not_null() & fail
     elif t == "expect_column_values_to_be_unique":
         fail = c.is_not_null() & c.is_duplicated()
@@ -535,22 +680,32 @@ def _failing(e: dict) -> pl.Expr:
     return fail & row_condition_expr(kw.get("row_condition"))
 
 
+def _comparable(bound: int | str) -> int | dt.date:
+    """A range bound as polars compares it: the suites hold dates as ISO text."""
+    return dt.date.fromisoformat(bound) if isinstance(bound, str) else bound
+
+
 def run_suites_polars_many(
-    deliveries: list[dict[str, pl.DataFrame]], suites: dict[str, dict]
+    deliveries: list[dict[str, pl.DataFrame]],
+    suites: dict[str, dict],
+    parameters: dict[str, int] | None = None,
 ) -> list[list[ExpectationOutcome]]:
     """`run_suites_polars` for each delivery (polars has no per-call overhead to share)."""
-    return [run_suites_polars(frames, suites) for frames in deliveries]
+    return [run_suites_polars(frames, suites, parameters) for frames in deliveries]
 
 
 def run_suites_polars(
-    frames: dict[str, pl.DataFrame], suites: dict[str, dict]
+    frames: dict[str, pl.DataFrame],
+    suites: dict[str, dict],
+    parameters: dict[str, int] | None = None,
 ) -> list[ExpectationOutcome]:
     """The same outcomes as `run_suites_gx`, computed with vectorised polars expressions."""
     outcomes: list[ExpectationOutcome] = []
     for table, frame in frames.items():
         run, skipped = _runnable(table, frame, suites[table])
         outcomes += skipped
-        maps = [e for e in run if e["type"] != "expect_column_to_exist"]
+        frame, emptied = empty_too_long(frame, run, parameters)
+        maps = [e for e in run if e["type"] not in ("expect_column_to_exist", VALUE_LENGTH)]
         masks = frame.select([_failing(e).alias(str(i)) for i, e in enumerate(maps)])
         failing = iter(masks.get_columns())
         for e in run:
@@ -558,16 +713,11 @@ def run_suites_polars(
                 ok = e["kwargs"]["column"] in frame.columns
                 outcomes.append(_outcome(table, e, success=ok, unexpected_count=0 if ok else 1))
                 continue
-            rows = next(failing).arg_true()
-            outcomes.append(
-                _outcome(
-                    table,
-                    e,
-                    success=rows.len() == 0,
-                    unexpected_count=rows.len(),
-                    examples=(rows.head(EXAMPLES) + 1).to_list(),
-                )
-            )
+            if e["type"] == VALUE_LENGTH:
+                outcomes.append(_length_outcome(table, e, emptied))
+            else:
+                rows = _not_counted(e, next(failing).arg_true().to_numpy(), emptied)
+                outcomes.append(_rows_outcome(table, e, rows))
     return outcomes
 
 

@@ -1,10 +1,11 @@
-"""The extract contract (extract-spec.md, version 1.0) as data: the one source of every table's
+"""The extract contract (extract-spec.md, version 1.1) as data: the one source of every table's
 columns, types, enums and ranges. Readers, validators, the generator and the GX suites in
 `expectations/` all derive from this module.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 SCHEMA_VERSION = "1.0"
@@ -44,6 +45,7 @@ REFERRALS: tuple[str, ...] = (
     "other",
 )
 ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
+EARLIEST_DATE = dt.date(1950, 1, 1)  # a date before it is blocking (extract-spec 1.1)
 
 
 @dataclass(frozen=True)
@@ -52,14 +54,20 @@ class Column:
 
     dtype is one of "str", "int", "date", "bool", "enum". `required` False means empty cells
     are allowed; "iff:<col>" conditions are checked by the validator's cross-column rules.
+    `min` and `max` are the blocking plausible range; values above `warn_above` are possible
+    but implausible (a warning). Every int column has a range or an enum and every date a
+    lower bound, so that no single value can make a model unusable (bounds that depend on
+    the extract date are checked by `evaluation.validation`); every text value is held to
+    the study's `limits.value_chars`.
     """
 
     name: str
     dtype: str
     required: bool = True
     enum: tuple[str, ...] | tuple[int, ...] | None = None
-    min: int | None = None
-    max: int | None = None
+    min: int | dt.date | None = None
+    max: int | dt.date | None = None
+    warn_above: int | None = None
     unique: bool = False
     pattern: str | None = None
 
@@ -86,22 +94,23 @@ TABLE_COLUMNS: dict[str, tuple[Column, ...]] = {
                 "other",
             ),
         ),
-        Column("prior_convictions", "int", min=0),
-        Column("prior_sexual_convictions", "int", min=0),
+        Column("prior_convictions", "int", min=0, max=150, warn_above=60),
+        # At most prior_convictions (a within-row rule), so at most 150 too.
+        Column("prior_sexual_convictions", "int", min=0, max=150),
         Column("static_risk", "enum", required=False, enum=RISK_LEVELS),
         Column("mappa_category", "int", enum=(1, 2, 3)),
         Column("mappa_level", "int", enum=(1, 2, 3)),
-        Column("notification_start", "date"),
-        Column("notification_end", "date", required=False),
-        Column("management_start", "date"),
-        Column("management_end", "date", required=False),
+        Column("notification_start", "date", min=EARLIEST_DATE),
+        Column("notification_end", "date", required=False, min=EARLIEST_DATE),
+        Column("management_start", "date", min=EARLIEST_DATE),
+        Column("management_end", "date", required=False, min=EARLIEST_DATE),
         Column("management_end_reason", "enum", required=False, enum=END_REASONS),
         Column("on_licence", "bool"),
     ),
     "assessments": (
         Column("assessment_id", "str", unique=True),
         Column("person_id", "str"),
-        Column("assessment_date", "date"),
+        Column("assessment_date", "date", min=EARLIEST_DATE),
         Column("risk_level", "enum", enum=RISK_LEVELS),
         Column("risk_factors", "int", min=0, max=7),
         Column("protective_factors", "int", min=0, max=4),
@@ -109,26 +118,26 @@ TABLE_COLUMNS: dict[str, tuple[Column, ...]] = {
     "contacts": (
         Column("contact_id", "str", unique=True),
         Column("person_id", "str"),
-        Column("contact_date", "date"),
+        Column("contact_date", "date", min=EARLIEST_DATE),
         Column("contact_type", "enum", enum=CONTACT_TYPES),
         Column("officer_id", "str"),
         Column("officer_trained", "bool"),
         Column("dmp_reviewed", "bool"),
-        Column("goals_agreed", "int", min=0),
+        Column("goals_agreed", "int", min=0, max=50),
         Column("referral", "enum", enum=REFERRALS),
         Column("duration_minutes", "int", min=1, max=600),
     ),
     "events": (
         Column("event_id", "str", unique=True),
         Column("person_id", "str"),
-        Column("event_date", "date"),
+        Column("event_date", "date", min=EARLIEST_DATE),
         Column("event_type", "enum", enum=EVENT_TYPES),
         Column("proven", "bool"),
-        Column("disposal_date", "date", required=False),
+        Column("disposal_date", "date", required=False, min=EARLIEST_DATE),
     ),
     "circumstances": (
         Column("person_id", "str"),
-        Column("record_date", "date"),
+        Column("record_date", "date", min=EARLIEST_DATE),
         Column(
             "employment",
             "enum",

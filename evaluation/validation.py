@@ -37,7 +37,7 @@ from typing import TextIO
 
 import polars as pl
 
-from evaluation.config import ConfigError, StudyConfig, load_config
+from evaluation.config import ConfigError, Limits, StudyConfig, load_config
 from evaluation.expectation_suites import (
     ExpectationOutcome,
     load_suites,
@@ -107,7 +107,7 @@ RULES: dict[str, tuple[str, str]] = {
     "after_management_end": ("warning", "records are not after management_end"),
     "row_count_change": ("warning", "a table's rows change by under 20% between deliveries"),
     "person_id_change": ("warning", "person_ids are stable across deliveries"),
-    "check_failed": ("error", "a check could run (an internal failure blocks, to be safe)"),
+    "expectation_error": ("error", "great-expectations could evaluate every rule on the column"),
 }
 PARSE_RULES = {"date": "bad_date", "bool": "bad_boolean", "int": "bad_integer"}
 PARSE_HELP = {
@@ -544,10 +544,11 @@ def frame_digest(df: pl.DataFrame) -> str:
 
 
 def suite_outcomes_many(
-    deliveries: list[Delivery], engine: str = "gx"
+    deliveries: list[Delivery], engine: str = "gx", limits: Limits | None = None
 ) -> list[list[ExpectationOutcome]]:
     """Run the committed suites on every delivery's tables with `engine` ("gx" or "polars");
     returns each delivery's outcomes. GX validates all deliveries' copies of a table at once.
+    `limits` (the study config's) set the suites' parameters (`limits.value_chars`).
 
     Outcomes depend only on the typed frame a suite sees, so they are cached by (table,
     frame digest, suites, engine): a table seen before in this process (re-validated by a
@@ -556,12 +557,13 @@ def suite_outcomes_many(
     if engine not in ("gx", "polars"):
         raise ValueError(f"engine must be 'gx' or 'polars', not {engine!r}")
     suites, suites_digest = _suites()
+    parameters = suite_parameters(limits)
     found: list[dict[str, list[ExpectationOutcome]]] = [{} for _ in deliveries]
     todo: list[dict[str, pl.DataFrame]] = [{} for _ in deliveries]
     keys: dict[tuple[int, str], tuple] = {}
     for i, delivery in enumerate(deliveries):
         for table, frame in _suite_frames(delivery).items():
-            key = (table, frame_digest(frame), suites_digest, engine)
+            key = (table, frame_digest(frame), suites_digest, engine, repr(parameters))
             if key in _SUITE_CACHE:
                 _SUITE_CACHE.move_to_end(key)
                 found[i][table] = _SUITE_CACHE[key]
@@ -569,12 +571,17 @@ def suite_outcomes_many(
                 todo[i][table], keys[(i, table)] = frame, key
     if keys:
         run = run_suites_gx_many if engine == "gx" else run_suites_polars_many
-        fresh = run(todo, suites)
+        fresh = run(todo, suites, parameters)
         for (i, table), key in keys.items():
             found[i][table] = _SUITE_CACHE[key] = [o for o in fresh[i] if o.table == table]
         while len(_SUITE_CACHE) > _SUITE_CACHE_SIZE:
             _SUITE_CACHE.popitem(last=False)
     return [[o for t in TABLES for o in f.get(t, [])] for f in found]
+
+
+def suite_parameters(limits: Limits | None = None) -> dict[str, int]:
+    """The values of the suites' parameters under a study's limits (the defaults if None)."""
+    return {"value_chars": (limits or Limits()).value_chars}
 
 
 def clear_suite_cache() -> None:
@@ -598,13 +605,16 @@ def run_expectation_suites(
             continue
         file = delivery.file_name(o.table)
         if o.exception:
+            # Blocking, to be safe; the exception is not quoted, as it may hold a value.
             out.append(
                 _finding(
                     delivery,
                     file,
                     o.column,
-                    "check_failed",
-                    f"rule {o.rule} could not be checked ({o.exception})",
+                    "expectation_error",
+                    f"great-expectations failed while checking rule {o.rule} on this column, "
+                    "so the column could not be checked: look for values far outside the "
+                    "contract (very long text, say)",
                 )
             )
             continue
@@ -622,6 +632,11 @@ def run_expectation_suites(
             )
             continue
         count, examples = o.unexpected_count, o.examples
+        if count == 0:  # failed without naming rows: still a failure of its rule
+            out.append(
+                _finding(delivery, file, o.column, o.rule, o.description, severity=o.severity)
+            )
+            continue
         bad = delivery.parse_errors.get((o.table, o.column or ""), [])
         if bad and o.type == "expect_column_values_to_not_be_null":
             # Cells that did not parse are null in the typed frame and are reported as
@@ -1024,7 +1039,7 @@ def validate_delivery(
     """
     ref = ref_or_path if isinstance(ref_or_path, DeliveryRef) else ref_from_path(ref_or_path)
     delivery = load_delivery(ref, cfg.limits)
-    outcomes = suite_outcomes_many([delivery], engine)
+    outcomes = suite_outcomes_many([delivery], engine, cfg.limits)
     before = {ref.force: previous} if previous is not None else None
     ((report, good),) = validate_loaded([delivery], cfg, outcomes, before, today)
     return report, good
@@ -1047,7 +1062,8 @@ def validate_deliveries(
         load_delivery(r if isinstance(r, DeliveryRef) else ref_from_path(r), cfg.limits)
         for r in refs
     ]
-    return validate_loaded(loaded, cfg, suite_outcomes_many(loaded, engine), previous, today)
+    outcomes = suite_outcomes_many(loaded, engine, cfg.limits)
+    return validate_loaded(loaded, cfg, outcomes, previous, today)
 
 
 def validate_loaded(

@@ -1,20 +1,28 @@
-"""The GX suites in expectations/ are generated from evaluation.schema and are valid GX 1.x."""
+"""The GX suites in expectations/ are generated from evaluation.schema and are valid GX 1.x;
+the GX executor reports every expectation that is not a success as a failure."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 
+import polars as pl
 import pytest
 
+from evaluation import expectation_suites
 from evaluation.expectation_suites import (
     SUITE_DIR,
     build_suites,
     main,
     referenced_columns,
+    run_suites_gx_many,
     suite_text,
 )
+from evaluation.extracts import load_delivery
 from evaluation.schema import TABLE_COLUMNS, TABLES
+from evaluation.validation import run_expectation_suites
+from tests.deliveries import write_delivery
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +91,56 @@ def test_every_column_rule_of_the_schema_is_expressed(suites, table):
             assert enums[col.name]["kwargs"]["value_set"] == list(col.enum)
         if col.min is not None or col.max is not None:
             kw = ranges[col.name]["kwargs"]
-            assert (kw.get("min_value"), kw.get("max_value")) == (col.min, col.max)
+            assert (kw.get("min_value"), kw.get("max_value")) == (_json(col.min), _json(col.max))
         assert (col.name in unique) == col.unique
+
+
+def _json(bound):
+    return bound.isoformat() if isinstance(bound, dt.date) else bound
+
+
+SPEC_RANGES = {  # extract-spec 1.1: (table, column) -> (min, max) where fixed in the spec
+    ("people", "birth_year"): (1920, None),  # max: extract year - 10, per delivery
+    ("people", "prior_convictions"): (0, 150),
+    ("people", "prior_sexual_convictions"): (0, 150),  # and <= prior_convictions
+    ("assessments", "risk_factors"): (0, 7),
+    ("assessments", "protective_factors"): (0, 4),
+    ("contacts", "goals_agreed"): (0, 50),
+    ("contacts", "duration_minutes"): (1, 600),
+}
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_every_number_and_date_has_a_blocking_plausible_range(suites, table):
+    ranges = _by_rule(suites[table], "range")
+    enums = _by_rule(suites[table], "enum")
+    for col in TABLE_COLUMNS[table]:
+        if col.dtype == "int" and col.name in enums:  # mappa_category and mappa_level: 1-3
+            assert enums[col.name]["kwargs"]["value_set"] == [1, 2, 3]
+        elif col.dtype == "int":
+            kw = ranges[col.name]["kwargs"]
+            assert (kw.get("min_value"), kw.get("max_value")) == SPEC_RANGES[(table, col.name)]
+            assert ranges[col.name]["meta"]["severity"] == "error"
+        elif col.dtype == "date":
+            assert ranges[col.name]["kwargs"]["min_value"] == "1950-01-01", col.name
+            assert ranges[col.name]["meta"]["severity"] == "error"
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_every_text_value_is_held_to_the_configured_length(suites, table):
+    lengths = _by_rule(suites[table], "value_length")
+    text = {c.name for c in TABLE_COLUMNS[table] if c.dtype in ("str", "enum")}
+    assert set(lengths) == text
+    for e in lengths.values():
+        assert e["type"] == "expect_column_value_lengths_to_be_between"
+        assert e["kwargs"]["max_value"] == {"$PARAMETER": "value_chars"}
+        assert e["meta"]["severity"] == "error"
+
+
+def test_many_prior_convictions_warn_below_the_blocking_limit(suites):
+    (warn,) = _by_rule(suites["people"], "implausible_value").values()
+    assert warn["kwargs"] == {"column": "prior_convictions", "max_value": 60}
+    assert warn["meta"]["severity"] == "warning"
 
 
 def test_person_id_pattern_and_conditional_requirements(suites):
@@ -102,3 +158,54 @@ def test_person_id_pattern_and_conditional_requirements(suites):
     assert _by_rule(people, "management_end_after_start")
     assert _by_rule(people, "prior_sexual_within_prior")
     assert _by_rule(suites["circumstances"], "unique_person_date")
+
+
+# --- running the suites -------------------------------------------------------------------
+
+
+@pytest.fixture
+def deliveries(tmp_path) -> list:
+    return [load_delivery(write_delivery(tmp_path / str(seed), seed=seed)) for seed in (1, 2, 3)]
+
+
+def test_an_expectation_that_raised_inside_gx_blocks_naming_file_and_column(deliveries):
+    """GX catches an exception inside a metric, nests it per metric in the result and
+    reports the expectation failed with no failing rows: that must block, not pass."""
+    delivery = deliveries[0]
+    # risk_factors as text: GX's range metric cannot compare it with the bounds, and raises.
+    assessments = delivery.tables["assessments"]
+    delivery.tables["assessments"] = assessments.with_columns(pl.col("risk_factors").cast(str))
+    findings = run_expectation_suites(delivery, "gx")
+    assert [(f.file, f.column, f.rule, f.severity) for f in findings] == [
+        ("assessments.csv", "risk_factors", "expectation_error", "error")
+    ]
+    assert "rule range" in findings[0].message
+
+
+def test_a_raise_in_a_stacked_batch_is_charged_to_its_own_delivery_only(deliveries, monkeypatch):
+    """Three deliveries in one GX batch; one holds a cell GX cannot compare (injected into
+    the pandas frame GX receives, as nothing else makes GX raise on one delivery only). The
+    range rule raises on the batch; validated again one by one, only that delivery fails."""
+    frames = [{"assessments": d.tables["assessments"]} for d in deliveries]
+    frames[1]["assessments"] = set_typed(frames[1]["assessments"], "risk_factors", 0, 99)
+    to_pandas = expectation_suites._pandas_for_gx
+
+    def one_cell_as_text(frame):
+        pdf = to_pandas(frame)
+        marked = pdf["risk_factors"] == 99
+        if marked.any():
+            pdf["risk_factors"] = pdf["risk_factors"].astype(object).where(~marked, "99")
+        return pdf
+
+    monkeypatch.setattr(expectation_suites, "_pandas_for_gx", one_cell_as_text)
+    outcomes = run_suites_gx_many(frames, build_suites())
+    failed = [
+        [(o.rule, o.column, bool(o.exception)) for o in out if not o.success] for out in outcomes
+    ]
+    assert failed == [[], [("range", "risk_factors", True)], []]
+
+
+def set_typed(frame: pl.DataFrame, column: str, row: int, value) -> pl.DataFrame:
+    return frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == row).then(value).otherwise(pl.col(column)).alias(column)
+    )

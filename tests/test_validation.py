@@ -533,6 +533,42 @@ BAD = [
         "birth_year_max",
         {"edit_tables": cells("people", "birth_year", [0], "2020")},
     ),
+    # plausible ranges and the limit on a single value (extract-spec 1.1)
+    Case(
+        "prior_convictions_int64_max",
+        "people.csv",
+        "prior_convictions",
+        "range",
+        {"edit_tables": cells("people", "prior_convictions", [0], "9223372036854775807")},
+    ),
+    Case(
+        "goals_agreed_above_50",
+        "contacts.csv",
+        "goals_agreed",
+        "range",
+        {"edit_tables": cells("contacts", "goals_agreed", [3], "51")},
+    ),
+    Case(
+        "event_date_before_1950",
+        "events.csv",
+        "event_date",
+        "range",
+        {"edit_tables": cells("events", "event_date", [0], "1949-12-31")},
+    ),
+    Case(
+        "person_id_ten_million_characters",
+        "people.csv",
+        "person_id",
+        "value_length",
+        {"edit_tables": rename_person("A" * 10_000_000)},
+    ),
+    Case(
+        "officer_id_one_character_too_long",
+        "contacts.csv",
+        "officer_id",
+        "value_length",
+        {"edit_tables": cells("contacts", "officer_id", [2], "o" * 257)},
+    ),
     Case(
         "prior_sexual_above_prior",
         "people.csv",
@@ -947,6 +983,30 @@ def test_contacts_after_management_end_warn_but_do_not_block(tmp_path):
         "warning",
         1,
     )
+
+
+def test_many_prior_convictions_warn_but_do_not_block(tmp_path):
+    folder = write_delivery(tmp_path, edit_tables=cells("people", "prior_convictions", [2], "75"))
+    for engine in ("gx", FAST):
+        report, delivery = validate_delivery(folder, _cfg(), today=TODAY, engine=engine)
+        assert not report.blocking and delivery is not None
+        assert [(f.file, f.column, f.rule, f.severity, f.examples) for f in report.findings] == [
+            ("people.csv", "prior_convictions", "implausible_value", "warning", [3])
+        ]
+
+
+def test_the_limit_on_a_single_value_is_the_study_configs(tmp_path):
+    folder = write_delivery(tmp_path, edit_tables=cells("contacts", "officer_id", [4], "o" * 40))
+    report, _ = validate_delivery(folder, _cfg(), today=TODAY, engine=FAST)
+    assert report.findings == []  # 40 characters are within the default 256
+    limits = _cfg().limits.model_copy(update={"value_chars": 32})
+    strict = _cfg().model_copy(update={"limits": limits})
+    for engine in ("gx", FAST):
+        report, delivery = validate_delivery(folder, strict, today=TODAY, engine=engine)
+        assert delivery is None
+        assert [(f.file, f.column, f.rule, f.examples) for f in report.findings] == [
+            ("contacts.csv", "officer_id", "value_length", [5])
+        ]
 
 
 def test_row_count_change_against_previous_delivery_warns(tmp_path):
