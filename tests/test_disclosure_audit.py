@@ -425,7 +425,9 @@ def make_hostile(drop: Path) -> None:
 
 @pytest.mark.slow
 def test_names_a_force_wrote_are_never_published(tmp_path):
-    _, _, out = run_study(tmp_path, 0.05, edit=make_hostile)
+    base = tmp_path / "study"
+    base.mkdir()
+    _, _, out = run_study(base, 0.05, edit=make_hostile)
     # the hostile names did reach the findings (restricted), and the delivery was quarantined
     reports = "".join(p.read_text() for p in (out / "restricted").rglob("*.json"))
     assert "HYPERLINK" in reports and "cmd|" in reports
