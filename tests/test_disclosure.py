@@ -57,3 +57,26 @@ def test_csv_formula_injection_guarded():
     assert csv_safe("@SUM(A1)") == "'@SUM(A1)"
     assert csv_safe("-12.5") == "-12.5"
     assert csv_safe("plain") == "plain"
+
+
+def test_published_reasons_name_only_the_contracts_files_and_columns():
+    from evaluation.deliveries import blocking_summary
+    from evaluation.disclosure import public_column, public_file
+    from evaluation.validation import Finding, ValidationReport
+
+    hostile = '=HYPERLINK("evil.example","x")&first_name'
+    assert public_file("people.csv") == "people.csv" and public_column("birth_year") == "birth_year"
+    assert public_file("@SUM(1+1)*cmd|'calc'!A0.csv") == "a file not in the contract"
+    assert public_column(hostile) == "a column not in the contract"
+
+    def summary(file: str, column: str | None) -> str:
+        f = Finding("ASH", "2026-09-30", file, column, "identifier_name", "error", 0, [], "m")
+        return blocking_summary(ValidationReport("ASH", "2026-09-30", "/x", None, {}, [f], 1))
+
+    text = summary("people.csv", hostile)
+    assert "HYPERLINK" not in text and "first_name" not in text
+    assert text == (
+        "1 blocking problem, e.g. people.csv, a column not in the contract, rule identifier_name"
+    )
+    assert "column birth_year" in summary("people.csv", "birth_year")
+    assert "cmd" not in summary("@SUM(1+1)*cmd|'calc'!A0.csv", None)
