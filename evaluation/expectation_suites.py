@@ -1,10 +1,10 @@
 """The extract contract's single-table rules as great-expectations (GX 1.x) suites.
 
 `build_suites()` derives one suite per table from `evaluation.schema` (columns exist, not
-null where required, enums, ranges, unique keys, the person_id format, the conditional
-requirements and the within-row orders). `python -m evaluation.expectation_suites` writes
-them to `expectations/<table>.json`; a test keeps those files equal to `build_suites()`, so
-the schema stays the one source.
+null where required, enums, plausible ranges, the length of any text value, unique keys, the
+person_id format, the conditional requirements and the within-row orders).
+`python -m evaluation.expectation_suites` writes them to `expectations/<table>.json`; a test
+keeps those files equal to `build_suites()`, so the schema stays the one source.
 
 Suites are plain dicts in GX's own serialised form (a test round-trips them through
 `gx.ExpectationSuite`), built without importing GX, which takes seconds. Every expectation
@@ -18,6 +18,11 @@ about 10 ms of Python per expectation whatever the rows (about 1 s for a deliver
 `run_suites_gx_many` stacks the same table of many deliveries into one batch and validates it
 once. A test holds the two executors to identical outcomes on every broken delivery of the
 test corpus.
+
+A suite parameter (`{"$PARAMETER": "value_chars"}`, GX's own form) takes its value from the
+study config at run time (`parameters`, default `DEFAULT_PARAMETERS`). Both executors check
+value lengths first, in polars, and empty the cells over the limit (see `empty_too_long`).
+An expectation GX did not pass is a failure, whatever the reason (see `_split`).
 """
 
 from __future__ import annotations

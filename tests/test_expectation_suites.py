@@ -17,6 +17,7 @@ from evaluation.expectation_suites import (
     main,
     referenced_columns,
     run_suites_gx_many,
+    run_suites_polars_many,
     suite_text,
 )
 from evaluation.extracts import load_delivery
@@ -207,5 +208,25 @@ def test_a_raise_in_a_stacked_batch_is_charged_to_its_own_delivery_only(deliveri
 
 def set_typed(frame: pl.DataFrame, column: str, row: int, value) -> pl.DataFrame:
     return frame.with_columns(
-        pl.when(pl.int_range(pl.len()) == row).then(value).otherwise(pl.col(column)).alias(column)
+        pl.when(pl.int_range(pl.len()) == row)
+        .then(pl.lit(value))
+        .otherwise(pl.col(column))
+        .alias(column)
     )
+
+
+def test_a_value_over_the_limit_fails_its_length_rule_only_on_both_executors(deliveries):
+    people = set_typed(deliveries[0].tables["people"], "sex", 2, "m" * 300)
+    frames = [{"people": people}, {"people": deliveries[1].tables["people"]}]
+    suites = build_suites()
+    for run in (run_suites_gx_many, run_suites_polars_many):
+        outcomes = run(frames, suites)
+        failed = [
+            [(o.rule, o.column, o.examples) for o in out if not o.success] for out in outcomes
+        ]
+        # Not also "required" or "enum": the cell is emptied before the other rules see it.
+        assert failed == [[("value_length", "sex", [3])], []]
+    # Under a study limit of 300 the value is kept, and is not one of sex's values.
+    for run in (run_suites_gx_many, run_suites_polars_many):
+        out = run(frames, suites, {"value_chars": 300})[0]
+        assert [(o.rule, o.column) for o in out if not o.success] == [("enum", "sex")]
