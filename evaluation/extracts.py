@@ -166,8 +166,8 @@ def scan_drop(
                     refs.append(DeliveryRef(force, name, drop / force / name))
                 elif not stat.S_ISREG(sub_mode):
                     others.append(
-                        f"{force}/{name!r} is not named by an extract date (YYYY-MM-DD); "
-                        "it is not read"
+                        f"{f'{force}/{name}'!r} is not named by an extract date "
+                        "(YYYY-MM-DD); it is not read"
                     )
     return refs, others
 

@@ -141,10 +141,12 @@ def test_scan_drop_reads_only_configured_forces_and_dated_folders(tmp_path):
     (drop / "ASH" / "latest").mkdir()
     (drop / "BRK").symlink_to(drop / "ASH")
     (drop / "ASH" / NEXT).symlink_to(good)  # dated: a delivery, refused when it is read
+    (drop / "ASH" / "x\x1b[2J").mkdir()  # a terminal escape in a folder name
     refs, others = scan_drop(drop, ["ASH", "BRK"])
     assert [(r.force, r.extract_date) for r in refs] == [("ASH", "2026-09-30"), ("ASH", NEXT)]
     assert others == [
-        "ASH/'latest' is not named by an extract date (YYYY-MM-DD); it is not read",
+        "'ASH/latest' is not named by an extract date (YYYY-MM-DD); it is not read",
+        "'ASH/x\\x1b[2J' is not named by an extract date (YYYY-MM-DD); it is not read",
         "'BRK' is a link, not a force folder; it is not followed",
         "'ZZZ' is not a force of the study configuration; it is not read",
     ]
@@ -214,7 +216,7 @@ def test_one_run_goes_on_past_every_kind_of_bad_delivery(tmp_path):
         assert f"validated {force} {NEXT}: QUARANTINED" in done.stdout
     assert f"note: in the drop folder, {avoided!r} is not a force" in done.stdout
     assert "note: in the drop folder, 'ZZZ' is not a force" in done.stdout
-    assert "note: in the drop folder, GLH/'latest' is not named by an extract date" in done.stdout
+    assert "note: in the drop folder, 'GLH/latest' is not named by an extract date" in done.stdout
 
     # Each quarantine names its reason; every force goes on with its last good delivery.
     for force, rule in bad.items():
