@@ -233,3 +233,19 @@ def test_one_run_goes_on_past_every_kind_of_bad_delivery(tmp_path):
     )
     assert "ZZZ" not in published
     assert not (out / "restricted" / "validation" / "ZZZ").exists()
+
+
+def test_a_check_that_cannot_complete_exits_1_in_one_line(tmp_path, monkeypatch, capsys):
+    """Exit 2 is for usage errors only: a failure inside the check (here, as if a file made
+    a parser recurse too deeply) refuses the delivery, exit 1, one line, no traceback."""
+    import evaluation.validation as validation
+
+    def crash(*args, **kwargs):
+        raise RecursionError("maximum recursion depth exceeded\nwhile decoding")
+
+    monkeypatch.setattr(validation, "validate_delivery", crash)
+    folder = write_delivery(tmp_path / "drop")
+    assert validation.run_check(str(folder), str(PILOT_CONFIG), False) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dpf-eval check: could not complete the check")
+    assert "RecursionError" in err[0] and "Traceback" not in err[0]
