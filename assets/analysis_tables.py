@@ -16,11 +16,13 @@ def in_use_deliveries(delivery_status: pl.DataFrame) -> dict[str, str]:
     return dict(rows)
 
 
-def load_in_use(study: StudyResource, in_use: dict[str, str], table: str) -> pl.DataFrame:
-    """One table stacked over the in-use deliveries, with a `force` column."""
+def load_in_use(study: StudyResource, delivery_status: pl.DataFrame, table: str) -> pl.DataFrame:
+    """One table stacked over the revisions in use (the store's own typed copies, never the
+    drop folder), with a `force` column."""
     frames = []
-    for force, date in sorted(in_use.items()):
-        path = study.raw_store / force / date / f"{table}.parquet"
+    in_use = delivery_status.filter(pl.col("in_use")).sort("force")
+    for force, date, sha in in_use.select("force", "delivery", "content_sha256").rows():
+        path = study.validation.copy_folder(force, date, sha) / f"{table}.parquet"
         st = path.stat()
         frame = _read_stored(str(path), (st.st_ino, st.st_size, st.st_mtime_ns))
         frames.append(frame.with_columns(force=pl.lit(force)))
@@ -59,7 +61,7 @@ def cohort_tables(
         raise dg.Failure("No force has a delivery that passed validation: nothing to analyse.")
     dates = {f: dt.date.fromisoformat(d) for f, d in in_use.items()}
     people, assessments, events = (
-        load_in_use(study, in_use, t) for t in ("people", "assessments", "events")
+        load_in_use(study, delivery_status, t) for t in ("people", "assessments", "events")
     )
     cohort, flow = build_cohort(people, assessments, events, force_windows(cfg, dates), cfg)
     by_arm = cohort.group_by("arm").len().rows()

@@ -1,9 +1,10 @@
 """Ingest and validate: one partition per delivery (`FORCE|YYYY-MM-DD`).
 
-`raw_delivery` reads a delivery under the contract's schema and keeps typed Parquet copies
-in the restricted store; the blocking check `delivery_conforms` runs every rule of the
-extract contract (great-expectations suites included) and records the report. Nothing
-here ever modifies, moves or deletes a delivery file.
+`raw_delivery` takes each delivery's present content as a revision: validated once (by
+`dpf-eval run`'s validator or here, in one batch), and, if it passes, kept as typed Parquet
+in the restricted store under its content hash; a changed delivery materialises its
+partition again. The blocking check `delivery_conforms` reports each revision's verdict from
+its stored report. Nothing here ever modifies, moves or deletes a delivery file.
 """
 
 import warnings
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from evaluation.extracts import DeliveryError, DeliveryRef, read_delivery, write_tables
+from evaluation.extracts import DeliveryRef
 from pipelines.resources import StudyResource
 
 deliveries_partitions = dg.DynamicPartitionsDefinition(name="deliveries")
@@ -32,42 +33,34 @@ with warnings.catch_warnings():
         partitions_def=deliveries_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         kinds={"polars", "parquet"},
-        description="One force's delivery, read under the extract contract's explicit schema "
-        "and kept as typed Parquet in the restricted store. Unreadable files are left to the "
-        "blocking check to report.",
+        description="One force's delivery as it is now (a revision, by content hash): read "
+        "under the extract contract's explicit schema, validated, and, if it passes, kept as "
+        "typed Parquet in the restricted store beside every earlier good revision.",
     )
 
 
 @_delivery_asset
 def raw_delivery(context: dg.AssetExecutionContext, study: StudyResource) -> dg.MaterializeResult:
-    for key in context.partition_keys:
-        context.add_asset_metadata(store_delivery(context, study, key), partition_key=key)
+    refs = [ref_for_key(study, key) for key in context.partition_keys]
+    # Every pending delivery in one batch (great-expectations costs ~10 ms per expectation
+    # per call whatever the rows), or the reports `dpf-eval run`'s validator made meanwhile.
+    docs = study.validation.reports(
+        refs, lambda todo: context.log.info(f"validating {len(todo)} deliveries in one batch")
+    )
+    for ref, doc in docs.items():
+        context.add_asset_metadata(revision_metadata(ref, doc), partition_key=ref.key)
     return dg.MaterializeResult()
 
 
-def store_delivery(context: dg.AssetExecutionContext, study: StudyResource, key: str) -> dict:
-    """Keep one delivery's typed tables as Parquet; returns its materialisation metadata.
-    `dpf-eval run`'s validator has usually read the delivery already and staged the tables:
-    they are taken if they are of the delivery's current content, else it is read here."""
-    ref = ref_for_key(study, key)
-    target = study.raw_store / ref.force / ref.extract_date
-    staged = study.validation.take_staged(ref, target)
-    if staged is not None:
-        sha, rows = staged["content_sha256"], staged["rows"]
-    else:
-        try:
-            delivery = read_delivery(ref, study.cfg.limits)
-        except DeliveryError as exc:
-            context.log.warning(str(exc))
-            return {"readable": False, "problem": str(exc)}
-        write_tables(delivery.tables, target)
-        sha, rows = delivery.content_sha256, {t: df.height for t, df in delivery.tables.items()}
+def revision_metadata(ref: DeliveryRef, doc: dict) -> dict:
+    """A revision's materialisation metadata: which content, whether it was kept, its rows."""
     return {
-        "readable": True,
         "force": ref.force,
         "extract_date": ref.extract_date,
-        "content_sha256": sha,
-        **{f"rows_{t}": n for t, n in rows.items()},
+        "revision": doc["revision"],
+        "content_sha256": doc["content_sha256"],
+        "kept": not doc["blocking"],  # quarantined revisions are not copied
+        **{f"rows_{t}": n for t, n in doc.get("rows", {}).items()},
     }
 
 
@@ -80,9 +73,7 @@ def store_delivery(context: dg.AssetExecutionContext, study: StudyResource, key:
 )
 def delivery_conforms(context: dg.AssetCheckExecutionContext, study: StudyResource):
     refs = [ref_for_key(study, k) for k in context.op_execution_context.partition_keys]
-    # great-expectations costs ~10 ms per expectation per call whatever the rows, so every
-    # delivery still waiting is validated in one batch (by this check, or by `dpf-eval run`'s
-    # prevalidation on the second core, which holds the store's lock until it is done).
+    # `raw_delivery` has had every report made (one changed since is validated here).
     docs = study.validation.reports(
         refs, lambda todo: context.log.info(f"validating {len(todo)} deliveries in one batch")
     )
@@ -139,6 +130,7 @@ def conformance_result(ref: DeliveryRef, doc: dict) -> dg.AssetCheckResult:
         metadata={
             "force": ref.force,
             "delivery": ref.extract_date,
+            "revision": doc["revision"],
             "errors": len(errors),
             "warnings": len(warnings),
             "findings": dg.MetadataValue.md(

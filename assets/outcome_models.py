@@ -49,8 +49,11 @@ def _in_use(delivery_status: pl.DataFrame) -> dict[str, str]:
     return in_use
 
 
-def _tables(study: StudyResource, in_use: dict[str, str], *names: str) -> dict[str, pl.DataFrame]:
-    return {name: load_in_use(study, in_use, name) for name in names}
+def _tables(
+    study: StudyResource, delivery_status: pl.DataFrame, *names: str
+) -> dict[str, pl.DataFrame]:
+    _in_use(delivery_status)  # fails plainly if no force has data
+    return {name: load_in_use(study, delivery_status, name) for name in names}
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,7 +127,7 @@ def force_month_panel(
     cfg = study.cfg
     in_use = _in_use(delivery_status)
     cutoffs = stale_cutoffs(cfg, in_use)
-    t = _tables(study, in_use, "people", "contacts", "events", "assessments")
+    t = _tables(study, delivery_status, "people", "contacts", "events", "assessments")
     panel = build_panel(t["people"], t["contacts"], t["events"], t["assessments"], cfg, cutoffs)
     for force, cut in sorted(cutoffs.items()):
         context.log.info(f"force {force}: panel months end at its delivery of {cut} (stale)")
@@ -197,7 +200,7 @@ def intermediate_outcomes(
     from evaluation.intermediate import INTERMEDIATE_OUTCOMES
     from evaluation.intermediate import intermediate_outcomes as build_outcomes
 
-    t = _tables(study, _in_use(delivery_status), "circumstances", "assessments")
+    t = _tables(study, delivery_status, "circumstances", "assessments")
     table = build_outcomes(cohort, t["circumstances"], t["assessments"])
     observed = pd.DataFrame(
         [
@@ -393,7 +396,7 @@ def intermediate_outcome_models(
     from evaluation.intermediate import gee_intermediate
 
     cfg = study.cfg
-    tables = _tables(study, _in_use(delivery_status), "circumstances", "assessments")
+    tables = _tables(study, delivery_status, "circumstances", "assessments")
     table, rows = gee_intermediate(weighted_cohort, tables, cfg)
     warnings = [
         f"{r['outcome']}: {r['warnings']}"
@@ -457,7 +460,7 @@ def fidelity(
 
     cfg = study.cfg
     in_use = _in_use(delivery_status)
-    t = _tables(study, in_use, "people", "contacts", "assessments")
+    t = _tables(study, delivery_status, "people", "contacts", "assessments")
     tables = fidelity_tables(
         t["people"],
         t["contacts"],

@@ -12,9 +12,9 @@ from pipelines.resources import StudyResource
     group_name="validate",
     deps=[raw_delivery],
     kinds={"polars"},
-    description="Per force: its newest delivery, the newest good delivery (the one in use), "
-    "and whether the force's data is stale and why. Quarantined deliveries are never used; "
-    "the force's last good delivery stays in use.",
+    description="Per force: its newest delivery, the newest good delivery and revision (the "
+    "one in use), and whether the force's data is stale and why; one row per revision. "
+    "Quarantined revisions are never used; the force's last good revision stays in use.",
 )
 def delivery_status(
     context: dg.AssetExecutionContext, study: StudyResource
@@ -24,10 +24,11 @@ def delivery_status(
 
     refs = discover_deliveries(study.drop, study.cfg.force_codes)
     # Deliveries not yet validated (or changed since) are validated here by the same code.
-    docs = study.validation.reports(
+    study.validation.reports(
         refs, lambda todo: context.log.info(f"validating {len(todo)} new or changed deliveries")
     )
-    reports = [ValidationReport.from_dict(docs[ref]) for ref in refs]
+    # Every revision kept, in the order received: also those of a folder since edited or gone.
+    reports = [ValidationReport.from_dict(doc) for doc in study.validation.all_revisions()]
     statuses = resolve_in_use(study.cfg, reports)
     table = data_quality_table(reports, statuses)
     stale = [s for s in statuses if s.stale]

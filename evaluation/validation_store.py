@@ -1,10 +1,22 @@
-"""The validation store: one report (JSON) per delivery, kept for the delivery's content.
+"""The validation store: one report (JSON) per revision of each delivery, and the typed copy of
+every revision that passed (extract-spec 1.1, "Files, sizes and revisions").
 
-A report is *current* when it was made for the delivery's present content (its files' hash)
-and path; a delivery without a current report is *pending*. Validation is serialised by a
-lock on the store, so two validators (the pipeline's check and `prevalidate`, or two runs)
-never validate the same deliveries twice: a validator takes the lock, then validates only
-what is still pending, in one great-expectations batch.
+A delivery is a folder `<force>/<extract_date>`; each content (file hashes) it has had is a
+*revision*, numbered in the order received and validated like a new delivery. The store keeps,
+never overwriting:
+
+- `validation/<force>/<date>/revision-<n>.json`: revision n's report;
+- `raw/<force>/<date>/<content sha256>/<table>.parquet`: the typed tables of each revision
+  that passed, so that an edit in place, a bad revision or a deleted folder never removes
+  the last good data (the analysis reads these, never the drop folder).
+
+A delivery's report is *current* when its newest revision is of the folder's present content
+(and, if it passed, its typed copy is complete); a delivery without one is *pending*. The
+typed copy is written (and flushed to disk) before the report that vouches for it, so a run
+killed at any point leaves a report only where its copy is whole. Validation is serialised
+by a lock on the store, so two validators (the pipeline's `raw_delivery` and `prevalidate`,
+or two runs) never validate the same content twice: a validator takes the lock, then
+validates only what is still pending, in one great-expectations batch.
 
 `prevalidate` runs this in a separate process (`python -m evaluation.prevalidate`) that the
 command-line run starts before Dagster has even loaded:
@@ -12,22 +24,24 @@ command-line run starts before Dagster has even loaded:
 1. it takes the lock and reads the pending deliveries, while a worker process, started
    first, imports great-expectations (~3.5 s of CPU);
 2. it keeps each delivery's typed tables as Parquet in a staging folder, named by content
-   hash, and says so: `raw_delivery` then takes those copies instead of reading the
-   deliveries again (a delivery whose content has changed since is read afresh);
+   hash, for the worker to read (a revision that passes is then linked from there into the
+   raw store, not written again);
 3. the worker runs the suites on the staged tables while this process checks the other rules;
-   the reports are stored and the lock released.
+   the copies and reports are stored and the lock released.
 
-The pipeline's blocking check waits for the lock and reports the stored verdicts. If that
-process fails, the check validates the deliveries itself; if only the worker fails, the
-suites run in `prevalidate`'s own process.
+The pipeline's `raw_delivery` waits for the lock and takes the stored reports. If that
+process fails, it validates the deliveries itself; if only the worker fails, the suites run
+in `prevalidate`'s own process. A store of an earlier layout (`<force>/<date>.json`) is not
+read: its deliveries are pending, and validated again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import json
-import os
+import re
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -35,16 +49,19 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
+
 from evaluation.config import StudyConfig
+from evaluation.durable import link_durably, write_json_durably
 from evaluation.expectation_suites import ExpectationOutcome, run_suites_gx_on_files
 from evaluation.extracts import (
+    DATE_DIR,
     Delivery,
     DeliveryError,
     DeliveryRef,
     delivery_content_hash,
     discover_deliveries,
     load_delivery,
-    read_delivery,
     write_tables,
 )
 
@@ -52,11 +69,25 @@ LOCK_NAME = ".validating.lock"
 STAGING = ".staged"  # typed Parquet copies made by `prevalidate`, one folder per content hash
 LOCKED = "locked"  # what `prevalidate` prints once it holds the lock
 STAGED = "staged"  # ... and once the deliveries it validates are read and staged
+REVISION_FILE = re.compile(r"^revision-([1-9][0-9]*)\.json$")
 
 
 def validation_root(out: str | Path) -> Path:
     """Where an output folder keeps its validation reports (restricted)."""
     return Path(out) / "restricted" / "validation"
+
+
+def report_file(root: Path, force: str, delivery: str, revision: int) -> Path:
+    """Where the store under `root` keeps the report of one revision of a delivery."""
+    return root / force / delivery / f"revision-{revision}.json"
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 @dataclass(frozen=True)
@@ -65,44 +96,129 @@ class ValidationStore:
     drop: Path
     cfg: StudyConfig
 
-    def report_path(self, ref: DeliveryRef) -> Path:
-        return self.root / ref.force / f"{ref.extract_date}.json"
+    @property
+    def raw(self) -> Path:
+        """The typed copies of the revisions that passed: OUT/restricted/raw, the study's
+        `raw_store`."""
+        return self.root.parent / "raw"
+
+    def copy_folder(self, force: str, delivery: str, content_sha256: str) -> Path:
+        """Where the typed tables of one revision (by its content hash) are kept."""
+        return self.raw / force / delivery / content_sha256
+
+    def revisions(self, force: str, delivery: str) -> list[dict]:
+        """Every stored report of a delivery, oldest revision first, each with its number
+        (`revision`, from its file name)."""
+        folder = self.root / force / delivery
+        found = []
+        with contextlib.suppress(OSError):
+            for path in folder.iterdir():
+                match = REVISION_FILE.match(path.name)
+                doc = _read_json(path) if match else None
+                if doc is not None:
+                    found.append((int(match[1]), doc))
+        return [{**doc, "revision": n} for n, doc in sorted(found, key=lambda x: x[0])]
+
+    def all_revisions(self) -> list[dict]:
+        """Every stored revision of every delivery ever received, by force, delivery and
+        revision: also those whose folder has since been removed from the drop folder."""
+        docs = []
+        for force in self._folders(self.root):
+            for delivery in self._folders(self.root / force):
+                if DATE_DIR.match(delivery):
+                    docs += self.revisions(force, delivery)
+        return docs
+
+    @staticmethod
+    def _folders(path: Path) -> list[str]:
+        with contextlib.suppress(OSError):
+            return sorted(
+                p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")
+            )
+        return []
+
+    def _copy_complete(self, doc: dict) -> bool:
+        folder = self.copy_folder(doc["force"], doc["delivery"], str(doc["content_sha256"]))
+        return all((folder / f"{table}.parquet").is_file() for table in doc.get("rows", {}))
 
     def stored(self, ref: DeliveryRef) -> dict | None:
-        """The delivery's stored report if it is for the delivery's current content."""
-        path = self.report_path(ref)
-        if not path.exists():
+        """The report of the delivery's present content: its newest revision, if that is of
+        the folder's current content and (if it passed) its typed copy is complete."""
+        revisions = self.revisions(ref.force, ref.extract_date)
+        if not revisions:
             return None
+        doc = revisions[-1]
         try:
-            doc = json.loads(path.read_text())
             current = doc.get("content_sha256") == delivery_content_hash(ref)
         except (OSError, ValueError, DeliveryError):
             return None
-        return doc if current and doc.get("path") == str(ref.path) else None
+        if not current or (not doc.get("blocking", True) and not self._copy_complete(doc)):
+            return None
+        return doc
 
     def pending(self) -> list[DeliveryRef]:
         """Deliveries in the drop folder with no current report."""
         refs = discover_deliveries(self.drop, self.cfg.force_codes)
         return [r for r in refs if self.stored(r) is None]
 
-    def record(self, ref: DeliveryRef, doc: dict) -> None:
-        """Store a report beside the others: write, then rename."""
-        path = self.report_path(ref)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
-        os.replace(tmp, path)
+    def record(self, ref: DeliveryRef, doc: dict) -> dict:
+        """Store a report as the delivery's next revision; returns it with its number. A
+        report of the same content as the newest revision is that revision (validated again
+        because its typed copy was missing): the stored report is kept, never overwritten."""
+        revisions = self.revisions(ref.force, ref.extract_date)
+        if revisions and revisions[-1].get("content_sha256") == doc.get("content_sha256"):
+            return revisions[-1]
+        number = revisions[-1]["revision"] + 1 if revisions else 1
+        doc = {
+            **doc,
+            "revision": number,
+            "validated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+        write_json_durably(report_file(self.root, ref.force, ref.extract_date, number), doc)
+        return doc
 
-    def previous_good(self, ref: DeliveryRef) -> DeliveryRef | None:
-        """The force's newest earlier delivery whose stored report is not blocking."""
-        folder = self.root / ref.force
-        if not folder.is_dir():
+    def keep(self, delivery: Delivery) -> None:
+        """Keep a revision's typed tables in the raw store, linked from the staged copies
+        where `prevalidate` made them (the same content: staged by content hash)."""
+        ref = delivery.ref
+        folder = self.copy_folder(ref.force, ref.extract_date, delivery.content_sha256)
+        staged = self.root / STAGING / delivery.content_sha256
+        fresh = {}
+        for table, df in delivery.tables.items():
+            name = f"{table}.parquet"
+            if (staged / name).is_file():
+                link_durably(staged / name, folder / name)
+            else:
+                fresh[table] = df
+        write_tables(fresh, folder)
+
+    def read_copy(self, doc: dict) -> Delivery | None:
+        """A good revision's typed tables as a Delivery (for comparison with a newer one);
+        None if its copy is incomplete."""
+        if not self._copy_complete(doc):
             return None
-        for p in sorted(folder.glob("*.json"), reverse=True):
-            if p.stem >= ref.extract_date:
-                continue
-            if not json.loads(p.read_text()).get("blocking", True):
-                return DeliveryRef(ref.force, p.stem, self.drop / ref.force / p.stem)
+        force, delivery = doc["force"], doc["delivery"]
+        folder = self.copy_folder(force, delivery, str(doc["content_sha256"]))
+        ref = DeliveryRef(force, delivery, self.drop / force / delivery)
+        tables = {t: pl.read_parquet(folder / f"{t}.parquet") for t in doc["rows"]}
+        return Delivery(ref, {}, tables, {}, str(doc["content_sha256"]))
+
+    def previous_good(self, ref: DeliveryRef) -> Delivery | None:
+        """The force's last good data before this revision: the newest good revision of its
+        newest delivery up to this one, read from the store's own copy (the drop folder may
+        have changed or gone since)."""
+        earlier = [
+            doc
+            for delivery in self._folders(self.root / ref.force)
+            if DATE_DIR.match(delivery) and delivery <= ref.extract_date
+            for doc in self.revisions(ref.force, delivery)
+            if not doc.get("blocking", True)
+        ]
+        for doc in reversed(earlier):
+            with contextlib.suppress(OSError, ValueError, pl.exceptions.PolarsError):
+                copy = self.read_copy(doc)
+                if copy is not None:
+                    return copy
         return None
 
     @contextlib.contextmanager
@@ -122,66 +238,38 @@ class ValidationStore:
         loaded: list[Delivery] | None = None,
         outcomes: Callable[[], list[list[ExpectationOutcome]]] | None = None,
     ) -> list[dict]:
-        """Run every contract rule on the deliveries and store each report. The suites run in
-        one great-expectations batch, unless `outcomes` waits for them from elsewhere. Each
-        delivery is compared with its force's previous good delivery."""
+        """Run every contract rule on the deliveries' present content and store each as a
+        revision: the typed copy of one that passed first, then its report. The suites run
+        in one great-expectations batch, unless `outcomes` waits for them from elsewhere.
+        Each delivery is compared with its force's last good data."""
         from evaluation.validation import suite_outcomes_many, validate_loaded
 
         previous = {}
         for ref in refs:
-            prev_ref = self.previous_good(ref)
-            if prev_ref is not None and ref.force not in previous:
-                with contextlib.suppress(DeliveryError):
-                    previous[ref.force] = read_delivery(prev_ref, self.cfg.limits)
+            if ref.force not in previous:
+                prev = self.previous_good(ref)
+                if prev is not None:
+                    previous[ref.force] = prev
         loaded = loaded or [load_delivery(r, self.cfg.limits) for r in refs]
         if outcomes is None:
             outcomes = lambda: suite_outcomes_many(loaded)  # noqa: E731
         docs = []
-        for ref, (report, _) in zip(
-            refs, validate_loaded(loaded, self.cfg, outcomes, previous), strict=True
-        ):
-            doc = report.to_dict()
-            self.record(ref, doc)
-            docs.append(doc)
+        checked = validate_loaded(loaded, self.cfg, outcomes, previous)
+        for ref, delivery, (report, _) in zip(refs, loaded, checked, strict=True):
+            if not report.blocking:
+                self.keep(delivery)  # before the report that vouches for it
+            docs.append(self.record(ref, report.to_dict()))
         return docs
 
     def stage(self, delivery: Delivery) -> dict[str, tuple[str, list[str]]]:
-        """Keep a delivery's typed tables as Parquet, for `raw_delivery` to take instead of
-        reading the delivery again; returns table -> (path, columns absent from the file)."""
+        """Keep a delivery's typed tables as Parquet for the suite worker to read; returns
+        table -> (path, columns absent from the file)."""
         folder = self.root / STAGING / delivery.content_sha256
-        write_tables(delivery.tables, folder)  # a stored table may link to an earlier copy
-        staged = {
+        write_tables(delivery.tables, folder)  # a staged table may be linked into the raw store
+        return {
             table: (str(folder / f"{table}.parquet"), delivery.missing_columns.get(table, []))
             for table in delivery.tables
         }
-        rows = {table: df.height for table, df in delivery.tables.items()}
-        # Written last: a folder without it is incomplete, and never taken.
-        (folder / "rows.json").write_text(json.dumps(rows if not delivery.problems else None))
-        return staged
-
-    def take_staged(self, ref: DeliveryRef, target: Path) -> dict | None:
-        """Put the staged tables of the delivery's current content into `target` (as links)
-        and return {content_sha256, rows}; None if nothing complete and readable is staged
-        for it."""
-        try:
-            sha = delivery_content_hash(ref)
-            folder = self.root / STAGING / sha
-            rows = json.loads((folder / "rows.json").read_text())
-        except (OSError, ValueError, DeliveryError):
-            return None
-        if not rows:
-            return None  # unreadable: the reader's own error is the one to report
-        target.mkdir(parents=True, exist_ok=True)
-        for table in rows:
-            # A link, not a move: the suite worker may still be reading the staged file.
-            tmp = target / f".{table}.parquet.tmp"
-            tmp.unlink(missing_ok=True)
-            try:
-                os.link(folder / f"{table}.parquet", tmp)
-            except OSError:
-                shutil.copyfile(folder / f"{table}.parquet", tmp)
-            os.replace(tmp, target / f"{table}.parquet")
-        return {"content_sha256": sha, "rows": rows}
 
     def clear_staged(self) -> None:
         """Remove the staged copies, once the validator that made them has finished."""
@@ -213,8 +301,8 @@ class ValidationStore:
 
 def prevalidate(config: str, drop: str, root: str, worker: Executor) -> int:
     """Validate every pending delivery under the store's lock, saying so once it holds it and
-    again once the deliveries are read and staged for `raw_delivery`. The suites run in
-    `worker` (`evaluation.prevalidate.start_suite_worker`), or here if it fails."""
+    again once the deliveries are read and staged. The suites run in `worker`
+    (`evaluation.prevalidate.start_suite_worker`), or here if it fails."""
     from evaluation.config import load_config
     from evaluation.validation import suite_outcomes_many
 

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,17 +137,33 @@ def _ingest(
     ingest = defs.resolve_job_def("ingest_and_validate")
     if len(keys) == 1:
         return ingest.execute_in_process(
-            partition_key=keys[0], instance=instance, raise_on_error=False, run_config=QUIET
+            partition_key=keys[0],
+            instance=instance,
+            raise_on_error=False,
+            run_config=QUIET,
+            run_id=_run_id(instance),
         )
     return ingest.execute_in_process(
         instance=instance,
         raise_on_error=False,
+        run_id=_run_id(instance),
         run_config=QUIET,
         tags={
             "dagster/asset_partition_range_start": keys[0],
             "dagster/asset_partition_range_end": keys[-1],
         },
     )
+
+
+def _run_id(instance: dg.DagsterInstance) -> str:
+    """A new run's id. Tests only: under DPF_TEST_KILL_AT=event:N, every event the run stores
+    is a kill point (`evaluation.durable.kill_point`)."""
+    from evaluation.durable import KILL_AT, kill_point
+
+    run_id = str(uuid.uuid4())
+    if os.environ.get(KILL_AT, "").startswith("event:"):
+        instance.add_event_listener(run_id, lambda _entry: kill_point("event"))
+    return run_id
 
 
 @contextlib.contextmanager
@@ -267,7 +284,7 @@ def _evaluate(defs: dg.Definitions, instance: dg.DagsterInstance, echo) -> list[
     echo("running the evaluation: cohort, models, reports ...")
     t0 = time.perf_counter()
     result = defs.resolve_job_def("evaluation").execute_in_process(
-        instance=instance, raise_on_error=False, run_config=QUIET
+        instance=instance, raise_on_error=False, run_config=QUIET, run_id=_run_id(instance)
     )
     for step in result.get_step_success_events():
         echo(f"  done: {step.step_key}")

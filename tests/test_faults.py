@@ -1,18 +1,15 @@
 """Faults an evaluator meets: a run killed midway, a transient failure, two runs at once, an
 output folder that cannot be written, a full disk."""
 
-import contextlib
 import csv
 import errno
 import json
 import os
 import pickle
-import random
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -22,12 +19,13 @@ import pytest
 
 import assets.warehouse as warehouse_assets
 import pipelines.definitions as definitions
+from evaluation.durable import KILL_AT
 from evaluation.report import write_atomic
 from evaluation.results import write_json_atomic
 from pipelines import runner
 from pipelines.cli import main
 from pipelines.resources import TableIOManager
-from tests.conftest import PILOT_CONFIG, ROOT
+from tests.conftest import PILOT_CONFIG, ROOT, fast_config
 from tests.ops_study import cli_env, dpf_eval, ops_study
 
 pytestmark = pytest.mark.slow
@@ -92,40 +90,78 @@ def test_two_concurrent_runs_on_one_drop_agree(study):
     assert any(e["method"] == "cox" for e in first.results["estimates"])
 
 
-def test_run_killed_midway_leaves_no_half_written_file_and_the_next_run_completes(
-    study, tmp_path, capsys
-):
-    out = study.copy_out(tmp_path / "out")
-    store = out / "restricted" / "store"
-    started = time.time()
-    cmd = dpf_eval("run", "--config", str(PILOT_CONFIG), "--drop", str(study.drop))
-    proc = subprocess.Popen(
-        [*cmd, "--out", str(out)],
+@pytest.fixture(scope="module")
+def kill_study(tmp_path_factory):
+    """A tiny study (scale 0.03, 99 permutations) and its uninterrupted fresh run: (config,
+    drop, the run's outputs, its number of durable writes while validating, its number of
+    Dagster events)."""
+    base = tmp_path_factory.mktemp("kill_study")
+    config, drop, out = fast_config(base), base / "drop", base / "out"
+    synth = dpf_eval("synth", "--config", str(config), "--out", str(drop), "--seed", "3")
+    subprocess.run([*synth, "--scale", "0.03"], cwd=ROOT, env=cli_env(), check=True)
+    done = _run(config, drop, out)
+    assert done.returncode == 0, done.stderr
+    # The validator's durable writes: each table staged, then linked into the raw store, then
+    # the report; so two per typed table kept plus one per report.
+    kept = list((out / "restricted" / "raw").rglob("*.parquet"))
+    reports = list((out / "restricted" / "validation").rglob("revision-*.json"))
+    writes = 2 * len(kept) + len(reports)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DAGSTER_HOME", str(out / "dagster"))  # the instance the run kept there
+        with dg.DagsterInstance.get() as instance:
+            events = sum(len(instance.all_logs(run.run_id)) for run in instance.get_runs())
+    return config, drop, _outputs(out), writes, events
+
+
+def _run(config: Path, drop: Path, out: Path, **env: str) -> subprocess.CompletedProcess:
+    """`dpf-eval run` in a session of its own, so that a kill point kills it and its
+    children (the validator and its suite worker), never the test."""
+    cmd = dpf_eval("run", "--config", str(config), "--drop", str(drop), "--out", str(out))
+    return subprocess.run(
+        cmd,
         cwd=ROOT,
-        env=cli_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        env=cli_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=300,
         start_new_session=True,
     )
-    try:
-        # Wait until the evaluation is writing, then kill it at a random moment.
-        while proc.poll() is None and not any(p.stat().st_mtime > started for p in store.iterdir()):
-            assert time.time() - started < 180, "the run never started writing"
-            time.sleep(0.02)
-        delay = random.uniform(0.0, 8.0)
-        time.sleep(delay)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert proc.returncode in (-signal.SIGKILL, 0), f"killed after {delay:.2f}s"
-    assert_every_output_complete(out)
-    # Run again after the crash: it completes with the same numbers.
-    rc = main(["run", "--config", str(PILOT_CONFIG), "--drop", str(study.drop), "--out", str(out)])
-    assert rc == 0, capsys.readouterr().err
-    doc = json.loads((out / "restricted" / "results.json").read_text())
-    assert doc["estimates"] == study.runs[-1].results["estimates"]
-    assert_every_output_complete(out)
+
+
+def _outputs(out: Path) -> dict:
+    """What a run must reproduce: the estimates and extracts used (results.json, without
+    its run id and time) and every published CSV, byte for byte."""
+    results = json.loads((out / "restricted" / "results.json").read_text())
+    csvs = {p.name: p.read_bytes() for p in sorted((out / "published").glob("*.csv"))}
+    assert len(csvs) > 20
+    return {"estimates": results["estimates"], "extracts": results["run"]["extracts"], **csvs}
+
+
+# Kill points spread over a whole fresh run, as fractions of its durable writes while
+# validating (staging, typed copies, reports) and of its Dagster events (the ingest run,
+# then the evaluation: cohort, models, warehouse, reports, results).
+KILL_POINTS = [("write", f) for f in (0.01, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.0)] + [
+    ("event", f) for f in (0.01, 0.08, 0.17, 0.25, 0.33, 0.42, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+]
+
+
+def test_a_run_killed_at_any_point_leaves_the_next_run_to_finish_with_the_same_output(
+    kill_study, tmp_path
+):
+    config, drop, expected, writes, events = kill_study
+    assert writes > 50 and events > 200
+    for kind, fraction in KILL_POINTS:
+        at = f"{kind}:{max(1, round(fraction * (writes if kind == 'write' else events)))}"
+        out = tmp_path / at.replace(":", "-")
+        killed = _run(config, drop, out, **{KILL_AT: at})
+        # Killed (kill -9) where asked: it did not finish.
+        assert killed.returncode == -signal.SIGKILL, (at, killed.returncode, killed.stderr)
+        assert "Total " not in killed.stdout
+        again = _run(config, drop, out)
+        assert again.returncode == 0, (at, again.stdout, again.stderr)
+        assert "Traceback" not in again.stdout + again.stderr
+        assert _outputs(out) == expected, at
+        assert_every_output_complete(out)
 
 
 def test_retry_then_reexecution_from_failure(study, tmp_path, monkeypatch):

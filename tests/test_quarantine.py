@@ -88,3 +88,10 @@ def test_quarantine_then_recovery(tmp_path, capsys):
     results = json.loads((out / "restricted" / "results.json").read_text())
     used = {e["force"]: e["extract_date"] for e in results["run"]["extracts"]}
     assert used["ASH"] == "2026-10-31"
+    # The correction was an edit in place: revision 2 of that delivery, with the quarantined
+    # revision 1 and its report kept and both listed in the data-quality report.
+    reports = out / "restricted" / "validation" / "ASH" / "2026-10-31"
+    assert sorted(p.name for p in reports.iterdir()) == ["revision-1.json", "revision-2.json"]
+    listed = pl.read_csv(out / "published" / "data-quality-deliveries.csv", infer_schema=False)
+    ash = listed.filter(pl.col("Delivery") == "2026-10-31")
+    assert ash.select("Revision", "Status").rows() == [("1", "quarantined"), ("2", "in use")]

@@ -3,6 +3,7 @@ time; `dpf-eval run` validates in a second process while Dagster starts, and fal
 the pipeline's own check if that process fails."""
 
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import Future
@@ -14,6 +15,7 @@ import pytest
 
 from evaluation import validation_store
 from evaluation.config import load_config
+from evaluation.deliveries import data_quality_table, resolve_in_use
 from evaluation.expectation_suites import run_suites_gx_on_files
 from evaluation.extracts import (
     delivery_content_hash,
@@ -21,12 +23,13 @@ from evaluation.extracts import (
     load_delivery,
     ref_from_path,
 )
-from evaluation.validation import clear_suite_cache, suite_outcomes_many
+from evaluation.schema import TABLES
+from evaluation.validation import ValidationReport, clear_suite_cache, suite_outcomes_many
 from evaluation.validation_store import LOCKED, ValidationStore
 from pipelines import runner
 from pipelines.cli import main
 from tests.conftest import PILOT_CONFIG, fast_config
-from tests.deliveries import write_delivery
+from tests.deliveries import set_cells, write_delivery
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +120,7 @@ def _break(tables) -> None:
     )
 
 
-def test_staged_tables_give_the_same_suite_outcomes_and_are_taken_only_for_their_content(
+def test_staged_tables_give_the_same_suite_outcomes_and_a_good_revision_is_kept_from_them(
     tmp_path,
 ):
     cfg = load_config(PILOT_CONFIG)
@@ -130,47 +133,36 @@ def test_staged_tables_give_the_same_suite_outcomes_and_are_taken_only_for_their
 
     # The suite worker's outcomes from the staged Parquet equal those from the frames read.
     clear_suite_cache()
-    assert run_suites_gx_on_files(staged) == suite_outcomes_many(loaded, "gx")
-    assert any(not o.success for o in suite_outcomes_many(loaded[1:], "gx")[0])
+    outcomes = run_suites_gx_on_files(staged)
+    assert outcomes == suite_outcomes_many(loaded, "gx")
+    assert any(not o.success for o in outcomes[1])
 
-    # raw_delivery takes the staged tables of the current content ...
-    ref = loaded[0].ref
-    taken = store.take_staged(ref, tmp_path / "raw")
-    assert taken == {
-        "content_sha256": delivery_content_hash(ref),
-        "rows": {t: df.height for t, df in loaded[0].tables.items()},
-    }
+    # The good revision's typed copy is linked from the staged files (not written again);
+    # the quarantined one is not kept at all.
+    refs = [d.ref for d in loaded]
+    docs = store.validate(refs, loaded, lambda: outcomes)
+    assert [d["blocking"] for d in docs] == [False, True]
+    kept = store.copy_folder("ASH", "2026-09-30", loaded[0].content_sha256)
     for table, df in loaded[0].tables.items():
-        assert pl.read_parquet(tmp_path / "raw" / f"{table}.parquet").equals(df)
-    # ... but not once the delivery has changed since it was staged,
-    with (good / "events.csv").open("a") as f:
-        f.write("\n")
-    assert store.take_staged(ref, tmp_path / "raw2") is None
-    assert not (tmp_path / "raw2").exists()
-    # ... nor an unreadable delivery's (its reader's error is the one to report).
-    (bad / "events.csv").write_text('"unterminated\n')
-    unreadable = load_delivery(ref_from_path(bad))
-    assert unreadable.problems
-    store.stage(unreadable)
-    assert store.take_staged(unreadable.ref, tmp_path / "raw3") is None
+        copy, staged_copy = kept / f"{table}.parquet", Path(staged[0][table][0])
+        assert copy.stat().st_ino == staged_copy.stat().st_ino
+        assert pl.read_parquet(copy).equals(df)
+    assert not (store.raw / "BRK").exists()
 
 
 def test_the_pipeline_reads_each_delivery_once(tiny, tmp_path, monkeypatch):
-    """`dpf-eval run`'s validator reads and stages the deliveries; raw_delivery takes those
-    copies instead of reading the deliveries again."""
+    """`dpf-eval run`'s validator reads, validates and keeps the deliveries; `raw_delivery`
+    takes its reports and typed copies instead of reading the deliveries again."""
     config, drop = tiny
-    import assets.ingest
-
-    def read_again(ref):
-        raise AssertionError(f"{ref} read again")
-
-    monkeypatch.setattr(assets.ingest, "read_delivery", read_again)
+    monkeypatch.setattr(ValidationStore, "validate", _no_validation)
     out = tmp_path / "out"
     assert main(["run", "--config", str(config), "--drop", str(drop), "--out", str(out)]) == 0
     assert not (out / "restricted" / "validation" / ".staged").exists()
     for ref in discover_deliveries(drop):
+        delivery = load_delivery(ref)
         stored = out / "restricted" / "raw" / ref.force / ref.extract_date
-        for table, df in load_delivery(ref).tables.items():
+        stored = stored / delivery.content_sha256
+        for table, df in delivery.tables.items():
             assert pl.read_parquet(stored / f"{table}.parquet").equals(df)
 
 
@@ -194,7 +186,11 @@ def test_suites_run_in_the_validator_when_its_worker_fails(tiny, tmp_path, monke
     # The same reports as a validation that ran the suites itself (without the suites, each
     # report would count about half the rules).
     usual = ValidationStore(tmp_path / "usual", drop, load_config(config)).validate(refs)
-    assert [store.stored(r) for r in refs] == usual
+
+    def verdict(doc: dict) -> dict:
+        return {k: v for k, v in doc.items() if k != "validated_at"}
+
+    assert [verdict(store.stored(r)) for r in refs] == [verdict(d) for d in usual]
 
 
 def test_the_suite_worker_starts_before_anything_heavy_with_analytics_off(tmp_path):
@@ -216,3 +212,99 @@ def test_the_suite_worker_starts_before_anything_heavy_with_analytics_off(tmp_pa
     ).stdout.split("\n")
     assert out[0] == "[]"
     assert out[1] == "false"
+
+
+def _in_use(store: ValidationStore, cfg) -> tuple[object, pl.DataFrame]:
+    """ASH's status and the data-quality rows of its deliveries, from every stored revision."""
+    reports = [ValidationReport.from_dict(doc) for doc in store.all_revisions()]
+    statuses = resolve_in_use(cfg, reports)
+    table = data_quality_table(reports, statuses).filter(pl.col("force") == "ASH")
+    return next(s for s in statuses if s.force == "ASH"), table
+
+
+def test_an_edit_in_place_is_a_new_revision_and_never_removes_the_last_good_data(tmp_path):
+    cfg = load_config(PILOT_CONFIG)
+    drop, root = tmp_path / "drop", tmp_path / "out" / "restricted" / "validation"
+    store = ValidationStore(root, drop, cfg)
+    folder = write_delivery(drop)
+    ref = ref_from_path(folder)
+    (root / "ASH").mkdir(parents=True)
+    (root / "ASH" / "2026-09-30.json").write_text("{}")  # an earlier layout: not read
+
+    def revise(**edits) -> dict:
+        write_delivery(drop, **edits)  # the folder edited in place, its manifest redone
+        assert store.pending() == [ref]
+        return store.reports([ref])[ref]
+
+    first = revise()
+    first_report = (root / "ASH" / "2026-09-30" / "revision-1.json").read_bytes()
+    good_copy = store.copy_folder("ASH", "2026-09-30", first["content_sha256"])
+    people = pl.read_parquet(good_copy / "people.parquet")
+
+    # An invalid edit: revision 2, quarantined; revision 1 stays in use and the force is stale.
+    bad = revise(edit_tables=lambda t: t.update(people=set_cells(t["people"], "sex", [0], "M")))
+    assert (bad["revision"], bad["blocking"]) == (2, True)
+    status, rows = _in_use(store, cfg)
+    assert (status.in_use, status.in_use_revision, status.stale) == ("2026-09-30", 1, True)
+    assert "Revision 2 of the delivery of 2026-09-30 was quarantined" in status.reason
+    assert "revision 1 of it stays in use" in status.reason
+    assert rows.select("revision", "status", "in_use").rows() == [
+        (1, "in use", True),
+        (2, "quarantined", False),
+    ]
+    assert pl.read_parquet(good_copy / "people.parquet").equals(people)
+
+    # A valid edit: revision 3 is in use; each earlier report is kept as it was.
+    third = revise(seed=8)
+    assert (third["revision"], third["blocking"]) == (3, False)
+    status, rows = _in_use(store, cfg)
+    assert (status.in_use_revision, status.stale) == (3, False)
+    assert rows.select("revision", "status").rows() == [
+        (1, "replaced"),
+        (2, "quarantined"),
+        (3, "in use"),
+    ]
+    assert (root / "ASH" / "2026-09-30" / "revision-1.json").read_bytes() == first_report
+    assert rows.filter(pl.col("in_use"))["content_sha256"].to_list() == [third["content_sha256"]]
+
+    # The same content again is no new revision; the folder removed, the store still has it.
+    assert store.pending() == [] and store.reports([ref])[ref]["revision"] == 3
+    shutil.rmtree(drop / "ASH")
+    status, _ = _in_use(store, cfg)
+    assert (status.in_use, status.in_use_revision) == ("2026-09-30", 3)
+    kept = store.copy_folder("ASH", "2026-09-30", third["content_sha256"])
+    assert sorted(p.name for p in kept.iterdir()) == sorted(f"{t}.parquet" for t in TABLES)
+    assert store.copy_folder("ASH", "2026-09-30", first["content_sha256"]).is_dir()
+
+
+def test_a_delivery_changed_back_is_validated_again_as_its_newest_revision(tmp_path):
+    cfg = load_config(PILOT_CONFIG)
+    drop = tmp_path / "drop"
+    store = ValidationStore(tmp_path / "validation", drop, cfg)
+    ref = ref_from_path(write_delivery(drop))
+    store.reports([ref])
+    write_delivery(drop, edit_tables=lambda t: t.update(people=t["people"].drop("sex")))
+    assert store.reports([ref])[ref]["blocking"]
+    write_delivery(drop)  # the force sends the first content again
+    again = store.reports([ref])[ref]
+    assert (again["revision"], again["blocking"]) == (3, False)
+    status, rows = _in_use(store, cfg)
+    assert (status.in_use_revision, status.stale) == (3, False)
+    assert rows["status"].to_list() == ["replaced", "quarantined", "in use"]
+
+
+def test_a_verdict_without_its_typed_copy_is_not_current(tmp_path):
+    """A report that passed vouches for its typed copy: if the copy is not whole (a store
+    written by an earlier version, killed between the two), the delivery is validated again,
+    the copy written and the report kept as it was."""
+    cfg = load_config(PILOT_CONFIG)
+    drop = tmp_path / "drop"
+    store = ValidationStore(tmp_path / "validation", drop, cfg)
+    ref = ref_from_path(write_delivery(drop))
+    doc = store.reports([ref])[ref]
+    copy = store.copy_folder("ASH", "2026-09-30", doc["content_sha256"])
+    (copy / "events.parquet").unlink()
+    assert store.stored(ref) is None and store.pending() == [ref]
+    assert store.reports([ref])[ref] == doc
+    assert (copy / "events.parquet").is_file()
+    assert [d["revision"] for d in store.all_revisions()] == [1]

@@ -1,6 +1,7 @@
 """The data-quality report (published/data-quality.html): per force, which delivery is in
-use and whether its data are current; per delivery, the rules checked, passed, failed and
-warned, and whether it was quarantined and why; per finding, the file, column and rule.
+use and whether its data are current; per delivery and revision (each content a delivery
+folder has had), the rules checked, passed, failed and warned, whether it was quarantined and
+why, and which revision is in use; per finding, the file, column and rule.
 
 Row numbers and values never appear (they stay in the restricted validation reports and in
 `dpf-eval check`, which the force's data provider runs); a column is named only if it is
@@ -25,26 +26,28 @@ STATUS_LABELS = {
     "in use": "in use",
     "quarantined": "quarantined",
     "superseded": "superseded by a newer delivery",
+    "replaced": "replaced by a newer revision",
     "duplicate": "duplicate (same content as an earlier delivery)",
 }
 NAV = [
     ("summary", "Summary"),
     ("forces", "By force"),
-    ("deliveries", "By delivery"),
+    ("deliveries", "By delivery and revision"),
     ("findings", "What failed or warned"),
     ("reproducibility", "Reproducibility"),
 ]
 
 
 def delivery_rows(dq: pd.DataFrame, cfg: StudyConfig, name: str = "deliveries") -> Table:
-    """One row per delivery: status, rules, rows (rounded), quarantined, stale."""
+    """One row per delivery and revision: status, rules, rows (rounded), quarantined, stale."""
     names = force_names(cfg)
     rows = []
-    for r in dq.sort_values(["force", "delivery"]).to_dict("records"):
+    for r in dq.sort_values(["force", "delivery", "revision"]).to_dict("records"):
         rows.append(
             {
                 "Force": names.get(r["force"], r["force"]),
                 "Delivery": r["delivery"],
+                "Revision": str(r["revision"]),
                 "Status": STATUS_LABELS.get(r["status"], r["status"]),
                 "Rules checked": str(r["rules_checked"]),
                 "Passed": str(r["rules_passed"]),
@@ -57,11 +60,13 @@ def delivery_rows(dq: pd.DataFrame, cfg: StudyConfig, name: str = "deliveries") 
         )
     return Table(
         name,
-        "Every delivery received: its validation and whether it is used",
+        "Every delivery received, and each revision of it: its validation and whether it is used",
         pd.DataFrame(rows),
         counts=("Rows delivered",),
-        note="Rules: how many of the data contract's checks ran, passed, failed (a failure "
-        "quarantines the delivery) and warned (reported, not blocking).",
+        note="A revision is a delivery's content as received; a delivery changed after it was "
+        "received is validated again as its next revision, and every earlier good revision "
+        "is kept. Rules: how many of the data contract's checks ran, passed, failed (a failure "
+        "quarantines the revision) and warned (reported, not blocking).",
     )
 
 
@@ -76,12 +81,17 @@ def _file(f: str) -> str:
 def findings_table(findings: list[dict], cfg: StudyConfig) -> Table:
     names = force_names(cfg)
     rows = []
-    for f in sorted(findings, key=lambda f: (f["force"], f["delivery"], f["severity"], f["file"])):
+
+    def order(f: dict) -> tuple:
+        return (f["force"], f["delivery"], f.get("revision", 1), f["severity"], f["file"])
+
+    for f in sorted(findings, key=order):
         n = f.get("failing_rows")
         rows.append(
             {
                 "Force": names.get(f["force"], f["force"]),
                 "Delivery": f["delivery"],
+                "Revision": str(f.get("revision", 1)),
                 "Severity": "blocking" if f["severity"] == "error" else "warning",
                 "File": _file(f["file"]),
                 "Column": _column(f.get("column")),
@@ -90,12 +100,12 @@ def findings_table(findings: list[dict], cfg: StudyConfig) -> Table:
                 "Rows affected": safe_count(n, cfg.disclosure) if n else DASH,
             }
         )
-    cols = ["Force", "Delivery", "Severity", "File", "Column", "Rule", "What the rule checks",
-            "Rows affected"]  # fmt: skip
+    cols = ["Force", "Delivery", "Revision", "Severity", "File", "Column", "Rule",
+            "What the rule checks", "Rows affected"]  # fmt: skip
     return Table(
         "findings",
-        "What failed or warned, by delivery (no row numbers or values: the force's data "
-        "provider sees those with dpf-eval check)",
+        "What failed or warned, by delivery and revision (no row numbers or values: the "
+        "force's data provider sees those with dpf-eval check)",
         pd.DataFrame(rows, columns=cols),
         counts=("Rows affected",),
     )
@@ -105,7 +115,7 @@ def force_rows(dq: pd.DataFrame, cfg: StudyConfig) -> Table:
     table, _ = delivery_summary(dq, cfg)
     df = table.frame.copy()
     counts = dq.groupby("force").agg(
-        received=("delivery", "size"), quarantined=("quarantined", "sum")
+        received=("delivery", "nunique"), quarantined=("quarantined", "sum")
     )
     names = force_names(cfg)
     by_name = {names[c]: c for c in names}
@@ -139,7 +149,7 @@ def data_quality_page(inputs: ReportInputs, cfg: StudyConfig) -> Page:
         "nav": NAV,
         "stale": stale,
         "figures": [
-            (str(len(dq)), "deliveries received"),
+            (str(len(dq[["force", "delivery"]].drop_duplicates())), "deliveries received"),
             (str(int(dq["in_use"].sum()) if len(dq) else 0), "in use"),
             (str(quarantined), "quarantined"),
             (str(len(stale)), f"of {len(cfg.forces)} forces with data not current"),

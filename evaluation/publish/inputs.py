@@ -53,9 +53,11 @@ def validation_findings(validation_store: Path, dq: pd.DataFrame) -> list[dict[s
     """The findings of each delivery in the data-quality table, from its stored validation
     report (restricted). Only what the data-quality report may show is kept: file, column,
     rule, severity and the number of rows affected; never row numbers, values or messages."""
+    from evaluation.validation_store import report_file
+
     out = []
-    for force, delivery in dq[["force", "delivery"]].drop_duplicates().itertuples(index=False):
-        path = validation_store / force / f"{delivery}.json"
+    for force, delivery, revision in dq[["force", "delivery", "revision"]].itertuples(index=False):
+        path = report_file(validation_store, force, delivery, revision)
         if not path.exists():
             continue
         for f in json.loads(path.read_text()).get("findings", []):
@@ -63,6 +65,7 @@ def validation_findings(validation_store: Path, dq: pd.DataFrame) -> list[dict[s
                 {
                     "force": force,
                     "delivery": delivery,
+                    "revision": revision,
                     "file": f["file"],
                     "column": f.get("column"),
                     "rule": f["rule"],
