@@ -252,7 +252,7 @@ class ValidationStore:
                     previous[ref.force] = prev
         loaded = loaded or [load_delivery(r, self.cfg.limits) for r in refs]
         if outcomes is None:
-            outcomes = lambda: suite_outcomes_many(loaded)  # noqa: E731
+            outcomes = lambda: suite_outcomes_many(loaded, limits=self.cfg.limits)  # noqa: E731
         docs = []
         checked = validate_loaded(loaded, self.cfg, outcomes, previous)
         for ref, delivery, (report, _) in zip(refs, loaded, checked, strict=True):
@@ -304,7 +304,7 @@ def prevalidate(config: str, drop: str, root: str, worker: Executor) -> int:
     again once the deliveries are read and staged. The suites run in `worker`
     (`evaluation.prevalidate.start_suite_worker`), or here if it fails."""
     from evaluation.config import load_config
-    from evaluation.validation import suite_outcomes_many
+    from evaluation.validation import suite_outcomes_many, suite_parameters
 
     store = ValidationStore(Path(root), Path(drop), load_config(config))
     with store.lock():
@@ -313,7 +313,11 @@ def prevalidate(config: str, drop: str, root: str, worker: Executor) -> int:
         if not pending:
             return 0
         loaded = [load_delivery(r, store.cfg.limits) for r in pending]
-        suites = worker.submit(run_suites_gx_on_files, [store.stage(d) for d in loaded])
+        suites = worker.submit(
+            run_suites_gx_on_files,
+            [store.stage(d) for d in loaded],
+            suite_parameters(store.cfg.limits),
+        )
         print(STAGED, flush=True)
 
         def outcomes() -> list[list[ExpectationOutcome]]:
@@ -321,7 +325,7 @@ def prevalidate(config: str, drop: str, root: str, worker: Executor) -> int:
                 return suites.result()
             except Exception as exc:  # the worker died: run the suites here instead
                 print(f"suite worker failed ({exc!r}); running the suites here", file=sys.stderr)
-                return suite_outcomes_many(loaded)
+                return suite_outcomes_many(loaded, limits=store.cfg.limits)
 
         store.validate(pending, loaded, outcomes)
     return 0

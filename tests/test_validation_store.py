@@ -308,3 +308,36 @@ def test_a_verdict_without_its_typed_copy_is_not_current(tmp_path):
     assert store.reports([ref])[ref] == doc
     assert (copy / "events.parquet").is_file()
     assert [d["revision"] for d in store.all_revisions()] == [1]
+
+
+class _InlineWorker:
+    """Runs the suite worker's task at once, in this process."""
+
+    def submit(self, fn, *args):
+        future = Future()
+        future.set_result(fn(*args))
+        return future
+
+
+def test_the_store_and_prevalidation_apply_the_study_configs_value_limit(tmp_path):
+    """Both validators of `dpf-eval run` (the store's own, and `prevalidate` with its suite
+    worker) hold values to the study config's `limits.value_chars`, not the default."""
+    config = tmp_path / "strict.yaml"
+    config.write_text(PILOT_CONFIG.read_text() + "\nlimits:\n  value_chars: 32\n")
+    drop = tmp_path / "drop"
+    long_officer = lambda t: t.update(  # noqa: E731 - 40 characters: within the default 256
+        contacts=set_cells(t["contacts"], "officer_id", [4], "o" * 40)
+    )
+    write_delivery(drop, edit_tables=long_officer)
+    (ref,) = discover_deliveries(drop)
+
+    store = ValidationStore(tmp_path / "own", drop, load_config(config))
+    doc = store.reports([ref])[ref]
+    assert doc["blocking"]
+    assert [(f["column"], f["rule"]) for f in doc["findings"]] == [("officer_id", "value_length")]
+
+    root = tmp_path / "pre"
+    assert validation_store.prevalidate(str(config), str(drop), str(root), _InlineWorker()) == 0
+    pre = ValidationStore(root, drop, load_config(config)).stored(ref)
+    assert pre["blocking"]
+    assert [(f["column"], f["rule"]) for f in pre["findings"]] == [("officer_id", "value_length")]
