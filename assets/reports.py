@@ -59,19 +59,21 @@ def results_json(
 REPORT_KINDS = {"html", "plotly", "csv"}
 
 
-def _published(paths: list[Path]) -> dict:
-    """Asset metadata for published files: the pages with their sizes, and the CSV count."""
-    pages = [p for p in paths if p.suffix == ".html"]
+def _pages(files: dict[str, str], published: Path) -> dict:
+    """Asset metadata for a report's pages (rendered, to be published with the others):
+    the pages with their sizes, and the CSV count."""
+    size = {name: len(text.encode("utf-8")) for name, text in files.items()}
+    pages = [name for name in files if name.endswith(".html")]
     table = "\n".join(
         ["| Page | Size (KiB) |", "|---|---|"]
-        + [f"| {p.name} | {p.stat().st_size / 1024:,.0f} |" for p in pages]
+        + [f"| {name} | {size[name] / 1024:,.0f} |" for name in pages]
     )
     return {
-        "path": dg.MetadataValue.path(str(pages[0])) if pages else "",
+        "path": dg.MetadataValue.path(str(published / pages[0])) if pages else "",
         "pages": dg.MetadataValue.md(table),
         "html_files": len(pages),
-        "csv_files": sum(p.suffix == ".csv" for p in paths),
-        "bytes": sum(p.stat().st_size for p in paths),
+        "csv_files": sum(name.endswith(".csv") for name in files),
+        "bytes": sum(size.values()),
     }
 
 
@@ -81,7 +83,7 @@ def _published(paths: list[Path]) -> dict:
     description="published/evaluation-report.html and its tables as CSV: summary first, cohort, "
     "data quality, survival results, difference in differences, intermediate outcomes, "
     "fidelity, the ARMS review, methods, limitations, provenance. Self-contained (offline), "
-    "disclosure-controlled, language-checked.",
+    "disclosure-controlled; rendered here, published by `publication`.",
 )
 def evaluation_report(
     study: StudyResource,
@@ -97,8 +99,8 @@ def evaluation_report(
     intermediate_estimates,
     fidelity: dict,
     arms_review: dict,
-) -> dg.MaterializeResult:
-    from evaluation.publish import make_inputs, publish_evaluation_report
+) -> dg.Output[dict[str, str]]:
+    from evaluation.publish import evaluation_report_pages, make_inputs
 
     inputs = make_inputs(
         results=results_json,
@@ -114,8 +116,8 @@ def evaluation_report(
         fidelity=fidelity,
         arms=arms_review,
     )
-    paths = publish_evaluation_report(inputs, study.cfg, Path(study.published))
-    return dg.MaterializeResult(metadata=_published(paths))
+    files = evaluation_report_pages(inputs, study.cfg)
+    return dg.Output(files, metadata=_pages(files, study.published))
 
 
 @dg.asset(
@@ -123,7 +125,8 @@ def evaluation_report(
     kinds=REPORT_KINDS,
     description="published/force-<CODE>.html, one per pilot force, and their tables as CSV: the "
     "force's delivery status, cohort, fidelity over time beside the pilot and comparison "
-    "averages, and its outcomes (descriptive, no force-level effect estimate).",
+    "averages, and its outcomes (descriptive, no force-level effect estimate); rendered here, "
+    "published by `publication`.",
 )
 def force_reports(
     study: StudyResource,
@@ -132,8 +135,8 @@ def force_reports(
     delivery_status: pl.DataFrame,
     few_cluster_inference: pl.DataFrame,
     force_month_panel: pl.DataFrame,
-) -> dg.MaterializeResult:
-    from evaluation.publish import make_inputs, publish_force_reports
+) -> dg.Output[dict[str, str]]:
+    from evaluation.publish import force_pages, make_inputs
 
     inputs = make_inputs(
         results=results_json,
@@ -142,8 +145,8 @@ def force_reports(
         inference=few_cluster_inference,
         panel=force_month_panel,
     )
-    paths = publish_force_reports(inputs, study.cfg, Path(study.published))
-    return dg.MaterializeResult(metadata=_published(paths))
+    files = force_pages(inputs, study.cfg)
+    return dg.Output(files, metadata=_pages(files, study.published))
 
 
 @dg.asset(
@@ -151,12 +154,13 @@ def force_reports(
     kinds=REPORT_KINDS,
     description="published/data-quality.html and its tables as CSV: per force the delivery in "
     "use and whether its data are current; per delivery the rules checked, passed, failed "
-    "and warned, quarantined and why. Never row numbers or values (those stay restricted).",
+    "and warned, quarantined and why. Never row numbers or values (those stay restricted). "
+    "Rendered here, published by `publication`.",
 )
 def data_quality_report(
     context: dg.AssetExecutionContext, study: StudyResource, delivery_status: pl.DataFrame
-) -> dg.MaterializeResult:
-    from evaluation.publish import make_inputs, publish_data_quality_report
+) -> dg.Output[dict[str, str]]:
+    from evaluation.publish import data_quality_pages, make_inputs
     from evaluation.publish.inputs import validation_findings
 
     cfg = study.cfg
@@ -170,5 +174,38 @@ def data_quality_report(
     inputs = make_inputs(
         results=run, dq=dq, findings=validation_findings(study.validation_store, dq)
     )
-    paths = publish_data_quality_report(inputs, cfg, Path(study.published))
-    return dg.MaterializeResult(metadata=_published(paths))
+    files = data_quality_pages(inputs, cfg)
+    return dg.Output(files, metadata=_pages(files, study.published))
+
+
+@dg.asset(
+    group_name="reports",
+    kinds={"folder"},
+    description="published/: the pages of evaluation_report, force_reports and "
+    "data_quality_report (the latest of each), language-checked and published together as "
+    "one edition (editions/<data cutoff>-<run>, then published/ switched to it in one "
+    "rename; earlier editions are kept). The last step of a run: a run that fails or is "
+    "stopped before it publishes nothing.",
+)
+def publication(
+    context: dg.AssetExecutionContext,
+    study: StudyResource,
+    evaluation_report: dict[str, str],
+    force_reports: dict[str, str],
+    data_quality_report: dict[str, str],
+) -> dg.MaterializeResult:
+    from evaluation.publish import check_files, publish_edition
+
+    cfg = study.cfg
+    files = {**evaluation_report, **force_reports, **data_quality_report}
+    check_files(files, cfg)
+    name = f"{cfg.study.data_cutoff.isoformat()}-{context.run_id[:8]}"
+    edition = publish_edition(Path(study.out), files, name)
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(study.published)),
+            "edition": dg.MetadataValue.path(str(edition)),
+            "html_files": sum(f.endswith(".html") for f in files),
+            "csv_files": sum(f.endswith(".csv") for f in files),
+        }
+    )

@@ -116,8 +116,12 @@ def write_json_atomic(doc: dict[str, Any], path: Path) -> None:
     """Write JSON to a temporary file, then rename: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves the previous file, not debris
+        raise
 
 
 # The polars schema of an Estimate row: the `*_results` assets' columns, in results.json order.

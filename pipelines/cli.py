@@ -120,9 +120,12 @@ COMMANDS = {"synth": cmd_synth, "run": cmd_run, "check": cmd_check, "demo": cmd_
 def main(argv: list[str] | None = None) -> int:
     from evaluation.config import ConfigError
     from evaluation.extracts import DeliveryError
+    from evaluation.filemodes import private_by_default
     from pipelines.runner import RunError
 
     args = _parser().parse_args(argv)
+    # Everything a command writes is owner-only unless made public on purpose (published/).
+    umask = private_by_default()
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:
@@ -137,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dpf-eval: interrupted", file=sys.stderr)
         return 130
+    finally:
+        os.umask(umask)  # for a caller in the same process (tests)
 
 
 def entry() -> None:

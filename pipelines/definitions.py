@@ -11,6 +11,7 @@ import os
 import dagster as dg
 
 from assets import analysis_tables, ingest, models, outcome_models, reports, validate, warehouse
+from evaluation.filemodes import private_by_default
 from pipelines.catalogue import catalogue
 from pipelines.resources import (
     DEFAULT_CONFIG,
@@ -61,9 +62,12 @@ def build_definitions(
     )
     data_quality_job = dg.define_asset_job(
         "data_quality",
-        selection=dg.AssetSelection.assets(validate.delivery_status, reports.data_quality_report),
+        selection=dg.AssetSelection.assets(
+            validate.delivery_status, reports.data_quality_report, reports.publication
+        ),
         description="Which delivery each force uses, what was quarantined and why; publishes "
-        "the data-quality report.",
+        "the data-quality report (as a new edition, with the latest evaluation and force "
+        "reports).",
         tags=WRITES_OUTPUTS,
         op_retry_policy=TRANSIENT,
         config=LOGGING,
@@ -100,4 +104,8 @@ def build_definitions(
     )
 
 
+# The processes that load this code location (dagster dev's code server, its run workers)
+# write restricted data: owner-only whatever umask they were started with (published/ is
+# opened up explicitly; StudyResource sets the output folder's modes when a run starts).
+private_by_default()
 defs = build_definitions()

@@ -13,6 +13,7 @@ import dagster as dg
 import polars as pl
 
 from evaluation.config import StudyConfig, load_config
+from evaluation.filemodes import prepare_out
 from evaluation.validation_store import ValidationStore, validation_root
 
 DEFAULT_CONFIG = "config/pilot.yaml"
@@ -33,6 +34,10 @@ class StudyResource(dg.ConfigurableResource):
     @cached_property
     def cfg(self) -> StudyConfig:
         return load_config(self.config_path)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Before any step writes: restricted folders owner-only, the output folder readable.
+        prepare_out(Path(self.out))
 
     @property
     def restricted(self) -> Path:
@@ -110,5 +115,14 @@ class TableIOManager(dg.ConfigurableIOManager):
         parquet = self._path(context.asset_key, ".parquet")
         if parquet.exists():
             return pl.read_parquet(parquet)
-        with self._path(context.asset_key, ".pickle").open("rb") as f:
+        stored = self._path(context.asset_key, ".pickle")
+        if not stored.exists():
+            # e.g. the weekly data-quality run publishes the latest evaluation report, and
+            # there is none before the first evaluation run
+            name = context.asset_key.to_user_string()
+            raise FileNotFoundError(
+                f"{name} has not been materialised yet (nothing stored at {stored}): "
+                "run the evaluation job first"
+            )
+        with stored.open("rb") as f:
             return pickle.load(f)

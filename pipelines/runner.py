@@ -9,6 +9,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -64,6 +65,10 @@ def local_instance(out: Path) -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
+# An OSError as Dagster records it: "PermissionError: [Errno 13] Permission denied: '/x'"
+_OS_ERROR = re.compile(r"^\w+: \[Errno \d+\] (?P<reason>[^:]+): (?P<path>.+)$")
+
+
 def _first_error(result: dg.ExecuteInProcessResult) -> str:
     for event in result.all_events:
         if event.is_step_failure:
@@ -71,7 +76,14 @@ def _first_error(result: dg.ExecuteInProcessResult) -> str:
             while err is not None and err.cause is not None and "Failure" not in err.cls_name:
                 err = err.cause
             msg = err.message.strip() if err else "unknown error"
-            return f"step {event.step_key} failed: {msg.splitlines()[0] if msg else ''}"
+            first = msg.splitlines()[0] if msg else ""
+            # A full disk or a permission, whichever step met it: the reason and the path.
+            if os_error := _OS_ERROR.match(first):
+                path = os_error["path"]
+                if len(path) > 1 and path[0] == path[-1] and path[0] in "'\"":
+                    path = path[1:-1]
+                return f"{os_error['reason']}: {path}"
+            return f"step {event.step_key} failed: {first}"
     return "the run failed (see the Dagster UI or logs under the output folder)"
 
 
@@ -185,8 +197,10 @@ def output_lock(out: Path, echo=print) -> Iterator[None]:
 def run_pipeline(config: str, drop: str, out: str, echo=print) -> RunSummary:
     """Validate new deliveries, then materialise the evaluation. Raises RunError."""
     from evaluation.config import load_config
+    from evaluation.filemodes import prepare_out
 
     cfg = load_config(config)  # a bad config stops here, before any output folder is made
+    prepare_out(Path(out))  # restricted folders owner-only, before anything is written
     with output_lock(Path(out), echo):
         return _run_pipeline(config, cfg, Path(drop), Path(out), echo)
 
@@ -301,9 +315,10 @@ def _evaluate(defs: dg.Definitions, instance: dg.DagsterInstance, echo) -> list[
 
 
 def print_summary(summary: RunSummary, echo=print) -> None:
-    report = summary.published / "evaluation-report.html"
+    # published/ names the current edition: the stable path, not the edition's own
+    report = Path(os.path.abspath(summary.published / "evaluation-report.html"))
     echo("")
-    echo(f"Report:  {report.resolve()}")
+    echo(f"Report:  {report}")
     echo(f"Results: {summary.results.resolve()} (restricted)")
     if summary.quarantined:
         echo(f"Quarantined deliveries: {', '.join(summary.quarantined)}")

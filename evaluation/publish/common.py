@@ -1,6 +1,7 @@
 """What every published page shares: labels, number formats, the `Table` (shown in HTML and
-published as CSV), provenance, and the last gate before publication (`publish_files`:
-the language check on every file, then atomic writes).
+published as CSV), provenance, and the last gate before publication (`check_files`: the
+language check on every file; a run then publishes them as one edition,
+`evaluation.publish.edition`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import datetime as dt
 import io
 import platform
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
@@ -258,10 +260,17 @@ def write_published(text: str, path: Path, cfg: StudyConfig) -> None:
     write_atomic(text, path)
 
 
-def publish_files(files: dict[Path, str], cfg: StudyConfig) -> list[Path]:
-    """Check every file first, then write them all: a failed check publishes nothing."""
+def check_files(files: Mapping[Path, str] | Mapping[str, str], cfg: StudyConfig) -> None:
+    """The language check on every file to be published (keys: paths or file names)."""
     for path, text in files.items():
-        check_language(text, path.name, cfg)
+        check_language(text, Path(path).name, cfg)
+
+
+def publish_files(files: dict[Path, str], cfg: StudyConfig) -> list[Path]:
+    """Check every file first, then write them all: a failed check publishes nothing.
+    (Writes into a plain folder, for tests and benchmarks; a run publishes an edition,
+    `evaluation.publish.edition`.)"""
+    check_files(files, cfg)
     for path, text in files.items():
         write_atomic(text, path)
     return list(files)
