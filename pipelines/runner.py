@@ -80,7 +80,8 @@ def _first_error(result: dg.ExecuteInProcessResult) -> str:
             # A full disk or a permission, whichever step met it: the reason and the path.
             if os_error := _OS_ERROR.match(first):
                 path = os_error["path"]
-                if len(path) > 1 and path[0] == path[-1] and path[0] in "'\"":
+                quoted = len(path) > 1 and path[0] == path[-1] and path[0] in "'\""
+                if quoted and " -> " not in path:  # one path, not a rename's two
                     path = path[1:-1]
                 return f"{os_error['reason']}: {path}"
             return f"step {event.step_key} failed: {first}"

@@ -26,6 +26,7 @@ import dagster as dg
 import pytest
 
 import pipelines.definitions as definitions
+from pipelines import runner
 from pipelines.cli import main
 from tests.conftest import ROOT
 from tests.ops_study import cli_env, dpf_eval
@@ -195,6 +196,27 @@ def test_a_failed_write_is_one_line_naming_the_path_and_publishes_nothing(
     assert debris(out) == []
     assert failed
     assert capfd.readouterr().err == f"dpf-eval: {os.strerror(error)}: {failed[-1]}\n"
+
+
+OS_ERRORS = {
+    "full disk": (OSError(errno.ENOSPC, "No space left on device", "/o/x.html"),
+                  "No space left on device: /o/x.html"),
+    "permission": (PermissionError(errno.EACCES, "Permission denied", "/o/it's"),
+                   "Permission denied: /o/it's"),
+    "rename": (OSError(errno.EXDEV, "Invalid cross-device link", "/a", None, "/b"),
+               "Invalid cross-device link: '/a' -> '/b'"),
+    "not an OSError": (ValueError("bad value"), "step fails failed: ValueError: bad value"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("error, line", OS_ERRORS.values(), ids=OS_ERRORS.keys())
+def test_a_step_that_meets_an_os_error_fails_with_its_reason_and_path(error, line):
+    @dg.asset
+    def fails() -> None:
+        raise error
+
+    result = dg.materialize([fails], raise_on_error=False)
+    assert runner._first_error(result) == line
 
 
 def test_the_data_quality_job_publishes_a_new_edition_with_the_latest_reports(
