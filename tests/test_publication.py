@@ -26,6 +26,8 @@ import dagster as dg
 import pytest
 
 import pipelines.definitions as definitions
+from evaluation.filemodes import prepare_out
+from evaluation.publish.edition import publish_edition
 from pipelines import runner
 from pipelines.cli import main
 from tests.conftest import ROOT
@@ -240,9 +242,49 @@ def test_the_data_quality_job_publishes_a_new_edition_with_the_latest_reports(
     assert published.resolve().name.endswith(result.run_id[:8])
 
 
+def test_a_published_folder_of_an_earlier_version_becomes_an_edition(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    (out / "published").mkdir(parents=True)
+    (out / "published" / "evaluation-report.html").write_text("<html>old</html>")
+    pages = {"evaluation-report.html": "<html>new</html>", "evaluation-report-t.csv": "a\n"}
+
+    # A failure before the switch leaves the old folder where it was.
+    def no_links(*_):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out))
+
+    monkeypatch.setattr(os, "symlink", no_links)
+    with pytest.raises(OSError):
+        publish_edition(out, pages, "2026-09-30-aaaaaaaa")
+    monkeypatch.undo()
+    assert not (out / "published").is_symlink()
+    assert (out / "published" / "evaluation-report.html").read_text() == "<html>old</html>"
+    assert debris(out) == [] and [p.name for p in (out / "editions").iterdir()] == []
+
+    edition = publish_edition(out, pages, "2026-09-30-bbbbbbbb")
+    assert (out / "published").is_symlink() and (out / "published").resolve() == edition
+    assert (out / "published" / "evaluation-report.html").read_text() == "<html>new</html>"
+    (old,) = [p for p in (out / "editions").iterdir() if p != edition]
+    assert (old / "evaluation-report.html").read_text() == "<html>old</html>"  # kept
+
+
 # --------------------------------------------------------------------------------------------
 # Item 10: restricted outputs owner-only, published readable
 # --------------------------------------------------------------------------------------------
+def test_an_output_folder_of_an_earlier_version_is_closed_up(tmp_path):
+    out = tmp_path / "out"
+    (out / "restricted" / "raw").mkdir(parents=True, mode=0o755)
+    (out / "dagster").mkdir(mode=0o755)
+    os.chmod(out / "restricted", 0o755)
+    os.chmod(out, 0o750)  # an operator's choice for the output folder itself is kept
+    prepare_out(out)
+    for name in ("restricted", "dagster", "logs"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o700, name
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750
+    os.chmod(out, 0o700)  # made under the private umask: opened for published/
+    prepare_out(out)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o000], ids=["umask-022", "umask-000"])
 def test_restricted_outputs_are_owner_only_and_published_ones_readable(
     report_study, tmp_path, umask, monkeypatch, capsys
