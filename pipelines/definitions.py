@@ -93,7 +93,7 @@ def build_definitions(
         asset_checks=checks,
         jobs=[evaluation_job, ingest_job, data_quality_job],
         schedules=schedules,
-        sensors=[build_delivery_sensor(ingest_job, drop)],
+        sensors=[build_delivery_sensor(ingest_job, drop, config_path)],
         resources={
             "study": StudyResource(config_path=config_path, drop=drop, out=out),
             "io_manager": TableIOManager(base_dir=os.path.join(out, "restricted", "store")),

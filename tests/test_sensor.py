@@ -44,3 +44,24 @@ def test_sensor_requests_new_and_changed_deliveries_once(tmp_path):
         fourth = tick(sensor, defs, instance, third.cursor)
         assert [r.partition_key for r in fourth.run_requests] == ["ASH|2026-10-31"]
         assert fourth.run_requests[0].run_key != third.run_requests[0].run_key
+
+
+def test_sensor_waits_for_the_manifest_and_ignores_folders_of_other_forces(tmp_path):
+    cfg = load_config(PILOT_CONFIG)
+    drop = tmp_path / "drop"
+    write_study(generate_study(cfg, seed=2, scale=0.05), cfg, drop)
+    defs = build_definitions(str(PILOT_CONFIG), str(drop), str(tmp_path / "out"))
+    sensor = defs.resolve_sensor_def("new_delivery")
+    with dg.instance_for_test() as instance:
+        first = tick(sensor, defs, instance, None)
+        # A force folder the study does not have, and a delivery still being copied in.
+        shutil.copytree(drop / "ASH" / "2026-09-30", drop / "ZZZ" / "2026-10-31")
+        copying = drop / "BRK" / "2026-10-31"
+        shutil.copytree(drop / "BRK" / "2026-09-30", copying)
+        manifest = (copying / "manifest.json").read_text()
+        (copying / "manifest.json").unlink()
+        waiting = tick(sensor, defs, instance, first.cursor)
+        assert isinstance(waiting, dg.SkipReason) or not waiting.run_requests
+        (copying / "manifest.json").write_text(manifest)
+        arrived = tick(sensor, defs, instance, first.cursor)
+        assert [r.partition_key for r in arrived.run_requests] == ["BRK|2026-10-31"]
