@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -52,6 +53,14 @@ class Study(_Strict):
         return self
 
 
+class MinimumForces(_Strict):
+    """Forces of each arm that need a current, valid delivery for an evaluation to stand
+    (analysis plan 1.1, "Minimum data for an evaluation")."""
+
+    pilot: int = Field(3, ge=1)
+    comparison: int = Field(3, ge=1)
+
+
 class Analysis(_Strict):
     primary_outcome: Literal["sexual_reoffence", "any_reoffence", "breach", "any_adverse"] = (
         "any_reoffence"
@@ -67,6 +76,7 @@ class Analysis(_Strict):
     permutations: int = Field(999, ge=19)
     bootstrap_reps: int = Field(999, ge=19)
     seed: int = 20260930
+    minimum_forces: MinimumForces = MinimumForces()
 
     @model_validator(mode="after")
     def _check(self) -> Analysis:
@@ -97,6 +107,43 @@ class Limits(_Strict):
 class Language(_Strict):
     # The terms themselves live in each study's config file, the one place that names them.
     avoid: tuple[str, ...] = Field(min_length=1)
+
+
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+")  # enough to catch a name or a typo, not RFC 5322
+
+
+class Notify(_Strict):
+    """Who is emailed when a run fails or is refused (pipelines/notify.py), and through which
+    SMTP server. Off unless enabled. The password is never in this file (it is committed with
+    the study): `password_env` names the environment variable that holds it."""
+
+    enabled: bool = False
+    smtp_host: str = ""
+    smtp_port: int = Field(587, ge=1, le=65535)
+    starttls: bool = True  # upgrade to TLS before logging in or sending
+    username: str = ""
+    password_env: str = Field("", pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$")
+    sender: str = ""
+    recipients: tuple[str, ...] = ()
+    ui_url: str = "http://127.0.0.1:3000"  # where the email's link to the run points
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_password(cls, data: object) -> object:
+        if isinstance(data, dict) and "password" in data:
+            raise ValueError("no password here: name an environment variable in password_env")
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> Notify:
+        bad = [a for a in (self.sender, *self.recipients) if a and not EMAIL.fullmatch(a)]
+        if bad:
+            raise ValueError(f"sender and recipients must be email addresses; not: {bad}")
+        if self.enabled and not (self.smtp_host and self.sender and self.recipients):
+            raise ValueError("enabled needs smtp_host, sender and at least one recipient")
+        if self.username and not self.password_env:
+            raise ValueError("username needs password_env (the variable holding the password)")
+        return self
 
 
 class Synthetic(_Strict):
@@ -139,6 +186,7 @@ class StudyConfig(_Strict):
     limits: Limits = Limits()
     language: Language
     synthetic: Synthetic = Synthetic()
+    notify: Notify = Notify()
     forces: tuple[Force, ...]
     # Filled by load_config: the hash of the file's bytes, for results.json provenance.
     sha256: str = ""
@@ -156,6 +204,15 @@ class StudyConfig(_Strict):
         for f in self.forces:
             if not self.study.period_start < f.go_live < self.study.data_cutoff:
                 raise ValueError(f"force {f.code}: go_live must lie inside the study period")
+        # A minimum the study cannot reach would fail every evaluation: say so on load.
+        minimum = self.analysis.minimum_forces
+        for arm in ("pilot", "comparison"):
+            have = sum(f.arm == arm for f in self.forces)
+            if getattr(minimum, arm) > have:
+                raise ValueError(
+                    f"analysis.minimum_forces.{arm} is {getattr(minimum, arm)} but the study "
+                    f"has only {have} {arm} forces"
+                )
         return self
 
     def force(self, code: str) -> Force:

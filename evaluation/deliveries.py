@@ -38,6 +38,10 @@ class ForceStatus:
     deliveries: int = 0  # distinct deliveries received (same content counted once)
     quarantined: list[str] = field(default_factory=list)
     in_use_revision: int | None = None
+    # A delivery in use that covers the data cut-off: the plan's "current, valid delivery",
+    # counted by analysis.minimum_forces. A quarantined newer delivery or revision leaves
+    # the force stale but, if the one in use covers the cut-off, still current.
+    current: bool = False
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,7 @@ def resolve_in_use(
                 deliveries=n_deliveries,
                 quarantined=quarantined,
                 in_use_revision=in_use.number if in_use else None,
+                current=used is not None and not old,
             )
         )
     return statuses
