@@ -7,6 +7,11 @@ from assets.ingest import raw_delivery
 from evaluation.extracts import discover_deliveries
 from pipelines.resources import StudyResource
 
+# A run with this tag (the data_quality job) reports on the deliveries without evaluating
+# them: analysis.minimum_forces is not applied there. Every other run needs the minimum.
+DATA_QUALITY_ONLY_TAG = "dpf-eval/data-quality-only"
+DATA_QUALITY_ONLY = {DATA_QUALITY_ONLY_TAG: "true"}
+
 
 @dg.asset(
     group_name="validate",
@@ -14,12 +19,15 @@ from pipelines.resources import StudyResource
     kinds={"polars"},
     description="Per force: its newest delivery, the newest good delivery and revision (the "
     "one in use), and whether the force's data is stale and why; one row per revision. "
-    "Quarantined revisions are never used; the force's last good revision stays in use.",
+    "Quarantined revisions are never used; the force's last good revision stays in use. "
+    "In an evaluation, fails (so nothing is computed or published) if fewer forces of an arm "
+    "than analysis.minimum_forces have a current, valid delivery.",
 )
 def delivery_status(
     context: dg.AssetExecutionContext, study: StudyResource
 ) -> dg.Output[pl.DataFrame]:
     from evaluation.deliveries import data_quality_table, resolve_in_use
+    from evaluation.in_use import counted, shortfall
     from evaluation.validation import ValidationReport
 
     refs = discover_deliveries(study.drop, study.cfg.force_codes)
@@ -30,6 +38,11 @@ def delivery_status(
     # Every revision kept, in the order received: also those of a folder since edited or gone.
     reports = [ValidationReport.from_dict(doc) for doc in study.validation.all_revisions()]
     statuses = resolve_in_use(study.cfg, reports)
+    # Early in the evaluation, before any cohort or model: an evaluation that cannot stand
+    # fails here in one line, and the last published edition stays as it was.
+    missing = shortfall(study.cfg, statuses)
+    if missing and context.get_tag(DATA_QUALITY_ONLY_TAG) != "true":
+        raise dg.Failure(description=missing, allow_retries=False)  # not transient
     table = data_quality_table(reports, statuses)
     stale = [s for s in statuses if s.stale]
     for s in stale:
@@ -39,6 +52,7 @@ def delivery_status(
         metadata={
             "deliveries": len(reports),
             "quarantined": sum(r.blocking for r in reports),
+            "forces_current": dg.MetadataValue.json(counted(study.cfg, statuses)),
             "stale_forces": dg.MetadataValue.md(
                 "\n".join(f"- **{s.force}**: {s.reason}" for s in stale) or "None."
             ),

@@ -68,7 +68,8 @@ def build_definitions(
         description="Which delivery each force uses, what was quarantined and why; publishes "
         "the data-quality report (as a new edition, with the latest evaluation and force "
         "reports).",
-        tags=WRITES_OUTPUTS,
+        # It reports missing forces rather than failing for them (analysis.minimum_forces).
+        tags={**WRITES_OUTPUTS, **validate.DATA_QUALITY_ONLY},
         op_retry_policy=TRANSIENT,
         config=LOGGING,
     )

@@ -6,13 +6,18 @@ missing, before anything is computed, and the last published edition stays."""
 from __future__ import annotations
 
 import re
+import shutil
 
+import dagster as dg
 import pytest
 
 from evaluation.config import ConfigError, load_config, parse_config
 from evaluation.deliveries import resolve_in_use
 from evaluation.in_use import counted, shortfall
+from evaluation.publish.edition import publish_edition
+from evaluation.synth import generate_study, write_study
 from evaluation.validation import Finding, ValidationReport
+from pipelines.definitions import LOGGING, build_definitions
 from tests.conftest import PILOT_CONFIG
 
 CUTOFF = "2026-09-30"
@@ -88,3 +93,46 @@ def test_each_arm_is_counted_on_its_own(cfg):
     assert "2 of the 3 comparison forces needed" in line and "pilot forces needed" not in line
     for code in comparison[2:]:
         assert f"{code} (" in line
+
+
+def test_an_evaluation_below_the_minimum_fails_in_one_line_and_publishes_nothing(tmp_path):
+    """The evaluation job, three pilot forces short of data: CLM and DNM sent nothing, EVL's
+    delivery is quarantined. The run fails at delivery_status (nothing downstream is
+    computed) in one line, and the last published edition stays; the data_quality job still
+    reports on the deliveries."""
+    cfg = load_config(PILOT_CONFIG)
+    drop, out = tmp_path / "drop", tmp_path / "out"
+    write_study(generate_study(cfg, seed=2, scale=0.03), cfg, drop)
+    shutil.rmtree(drop / "CLM")
+    shutil.rmtree(drop / "DNM")
+    (drop / "EVL" / CUTOFF / "people.csv").unlink()
+    last = publish_edition(out, {"evaluation-report.html": "<p>last</p>"}, "2026-08-31-earlier")
+    defs = build_definitions(str(PILOT_CONFIG), str(drop), str(out))
+    instance = dg.DagsterInstance.get()
+
+    result = defs.resolve_job_def("evaluation").execute_in_process(
+        instance=instance, run_config=LOGGING, raise_on_error=False
+    )
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    assert failure.step_key == "delivery_status"
+    line = failure.step_failure_data.user_failure_data.description
+    assert line.startswith("The evaluation cannot stand") and "\n" not in line
+    for force in ("CLM", "DNM", "EVL"):
+        assert f"{force} (" in line
+    assert "EVL (Eastvale Police): no delivery passed validation" in line
+    assert result.get_asset_materialization_events() == []  # no cohort, model or report
+    assert (out / "published").resolve() == last.resolve()
+    assert sorted(p.name for p in (out / "editions").iterdir()) == [last.name]
+    assert not (out / "restricted" / "results.json").exists()
+
+    # The data_quality job reports the same deliveries without failing for them.
+    dq = defs.resolve_job_def("data_quality").execute_in_process(
+        instance=instance,
+        run_config=LOGGING,
+        asset_selection=[dg.AssetKey("delivery_status")],
+    )
+    assert dq.success
+    (materialized,) = dq.get_asset_materialization_events()
+    forces = materialized.materialization.metadata["forces_current"].value
+    assert sorted(forces["pilot"]) == ["ASH", "BRK"]
