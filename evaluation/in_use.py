@@ -8,10 +8,10 @@ stand, and the record of the set the last evaluation used.
   the study period is covered. Below the minimum, `shortfall` gives the one line naming the
   forces missing, and the evaluation fails before anything is computed or published.
 - **The set in use**: each force's delivery in use and its revision (content hash), with one
-  hash of the whole set (`in_use_fingerprint`). A successful evaluation records the set it
-  used (`write_last_evaluated`, in `OUT/restricted/`); a change of the set since
-  (`read_last_evaluated`) is what starts the next evaluation, and no change means nothing to
-  recompute.
+  hash of the whole set (`in_use_fingerprint`). A published evaluation records the set it
+  used (`write_last_evaluated`, in `OUT/restricted/`, from the `publication` asset); a change
+  of the set since (`read_last_evaluated`) is what starts the next evaluation (the sensor
+  `deliveries_in_use_changed`), and no change means nothing to recompute.
 
 Only validation reports are read here, never a delivery file.
 """
@@ -87,12 +87,6 @@ def write_last_evaluated(out: str | Path, record: dict[str, Any], run_id: str = 
         "written": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     write_json_durably(last_evaluated_path(out), doc)
-
-
-def changed_since_last_evaluation(out: str | Path, record: dict[str, Any]) -> bool:
-    """Whether the set in `record` differs from the one the last evaluation used."""
-    last = read_last_evaluated(out)
-    return last is None or last["sha256"] != record["sha256"]
 
 
 def counted(cfg: StudyConfig, statuses: Iterable[ForceStatus]) -> dict[str, list[str]]:

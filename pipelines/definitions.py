@@ -21,7 +21,7 @@ from pipelines.resources import (
     TableIOManager,
 )
 from pipelines.run_log import json_lines_logger, loggers_config
-from pipelines.sensors import build_delivery_sensor
+from pipelines.sensors import build_delivery_sensor, build_in_use_sensor
 
 ASSET_MODULES = (ingest, validate, analysis_tables, models, outcome_models, reports, warehouse)
 # Every job writes under the same output folder: the run coordinator runs one at a time
@@ -94,7 +94,11 @@ def build_definitions(
         asset_checks=checks,
         jobs=[evaluation_job, ingest_job, data_quality_job],
         schedules=schedules,
-        sensors=[build_delivery_sensor(ingest_job, drop, config_path)],
+        sensors=[
+            build_delivery_sensor(ingest_job, drop, config_path),
+            # an evaluation when the deliveries in use change
+            build_in_use_sensor(ingest_job, evaluation_job, config_path, out),
+        ],
         resources={
             "study": StudyResource(config_path=config_path, drop=drop, out=out),
             "io_manager": TableIOManager(base_dir=os.path.join(out, "restricted", "store")),

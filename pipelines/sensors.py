@@ -1,9 +1,16 @@
-"""The delivery sensor: notices a new or changed delivery in the drop folder and requests
-its ingest-and-validate run. The cursor remembers each delivery's content hash, so the same
+"""The sensors that run the pipeline with no one running a command.
+
+The delivery sensor (`new_delivery`) notices a new or changed delivery in the drop folder
+and requests its ingest-and-validate run. The cursor remembers each delivery's content hash,
+so a revision (changed content in a delivery's folder) is requested again, and the same
 content delivered twice (or a sensor tick repeated) requests nothing. Only the study's own
 forces are looked at, and a delivery whose manifest has not arrived yet is left for a later
 tick (a delivery is copied in with its manifest last); `dpf-eval run` still quarantines one
 whose manifest never comes.
+
+The in-use sensor (`deliveries_in_use_changed`) follows each successful ingest run: if the
+deliveries in use are no longer those the last published evaluation used, it starts the
+evaluation job; nothing new means no evaluation. Both are off until an operator turns them on.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from evaluation.extracts import (
     delivery_content_hash,
     discover_deliveries,
 )
+from evaluation.in_use import in_use_fingerprint, read_last_evaluated, statuses_from_store
 
 
 def _manifest_arrived(path) -> bool:
@@ -78,3 +86,37 @@ def build_delivery_sensor(
         )
 
     return new_delivery
+
+
+def build_in_use_sensor(
+    ingest_job: dg.UnresolvedAssetJobDefinition,
+    evaluation_job: dg.UnresolvedAssetJobDefinition,
+    config_path: str,
+    out: str,
+) -> dg.SensorDefinition:
+    """After each successful ingest run: an evaluation run if the deliveries in use (force,
+    delivery, revision) are not those the last published evaluation used. The run key is the
+    new set and the last one's, so a repeated tick, or a second ingest that leaves the set as
+    it is, requests nothing more, while a return to an earlier set still does."""
+
+    @dg.run_status_sensor(
+        name="deliveries_in_use_changed",
+        run_status=dg.DagsterRunStatus.SUCCESS,
+        monitored_jobs=[ingest_job],
+        request_job=evaluation_job,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Starts the evaluation when a validated delivery changes the set of "
+        "deliveries in use (a new delivery or revision that passed), and only then.",
+    )
+    def deliveries_in_use_changed(context: dg.RunStatusSensorContext):
+        now = in_use_fingerprint(statuses_from_store(load_config(config_path), out))
+        last = read_last_evaluated(out)
+        if last is not None and last["sha256"] == now["sha256"]:
+            return dg.SkipReason("the deliveries in use are those of the last evaluation")
+        return dg.RunRequest(
+            run_key=f"in-use:{now['sha256'][:16]}:after:{(last or {}).get('sha256', '')[:16]}",
+            tags={"dpf-eval/deliveries-in-use": now["sha256"]},
+        )
+
+    return deliveries_in_use_changed

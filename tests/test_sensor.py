@@ -65,3 +65,24 @@ def test_sensor_waits_for_the_manifest_and_ignores_folders_of_other_forces(tmp_p
         (copying / "manifest.json").write_text(manifest)
         arrived = tick(sensor, defs, instance, first.cursor)
         assert [r.partition_key for r in arrived.run_requests] == ["BRK|2026-10-31"]
+
+
+def test_a_revision_of_a_delivery_already_validated_is_requested_again(tmp_path):
+    """A force corrects a delivery in place (same folder, a table's content changed): the
+    changed content is a revision, and its ingest run is requested under a new run key."""
+    cfg = load_config(PILOT_CONFIG)
+    drop = tmp_path / "drop"
+    write_study(generate_study(cfg, seed=2, scale=0.05), cfg, drop)
+    defs = build_definitions(str(PILOT_CONFIG), str(drop), str(tmp_path / "out"))
+    sensor = defs.resolve_sensor_def("new_delivery")
+    with dg.instance_for_test() as instance:
+        first = tick(sensor, defs, instance, None)
+        before = {r.partition_key: r.run_key for r in first.run_requests}
+        people = drop / "GLH" / "2026-09-30" / "people.csv"
+        lines = people.read_text().splitlines()
+        people.write_text("\n".join(lines[:-1]) + "\n")  # one row fewer
+        revised = tick(sensor, defs, instance, first.cursor)
+        assert [r.partition_key for r in revised.run_requests] == ["GLH|2026-09-30"]
+        assert revised.run_requests[0].run_key != before["GLH|2026-09-30"]
+        again = tick(sensor, defs, instance, revised.cursor)
+        assert isinstance(again, dg.SkipReason) or not again.run_requests
