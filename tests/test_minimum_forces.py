@@ -136,3 +136,23 @@ def test_an_evaluation_below_the_minimum_fails_in_one_line_and_publishes_nothing
     (materialized,) = dq.get_asset_materialization_events()
     forces = materialized.materialization.metadata["forces_current"].value
     assert sorted(forces["pilot"]) == ["ASH", "BRK"]
+
+
+def test_the_summary_says_what_forces_without_data_mean_for_the_result(cfg):
+    from evaluation.publish.estimates import Results
+    from evaluation.publish.summary import build_summary
+
+    def tested(codes):
+        extracts = [{"force": c, "extract_date": CUTOFF, "sha256": c} for c in codes]
+        res = Results({"run": {"extracts": extracts}, "estimates": []})
+        return build_summary(res, [], cfg, "1,000", {"pilot": 5, "comparison": 8})["tested"]
+
+    everyone = tested(cfg.force_codes)
+    assert "have data in this analysis" not in everyone
+    some = tested([c for c in cfg.force_codes if c not in {"CLM", "DNM", "KSF"}])
+    assert (
+        "Only 3 of the 5 pilot forces and 7 of the 8 comparison forces have data in this "
+        "analysis (Caldermoor Police, Dunmere Constabulary, Kestrelford Police: no valid "
+        "delivery received)"
+    ) in some
+    assert "less precise" in some

@@ -190,6 +190,30 @@ def _verdict(h: dict[str, Any]) -> str:
     return f"The evidence is weak (p = {fmt_p(p)})."
 
 
+def _coverage(res: Results, cfg: StudyConfig) -> str:
+    """What forces without data in the analysis mean for the result (analysis plan 1.1,
+    "Minimum data"): empty if every force has a delivery in use. The stale forces' reasons
+    open the report (the data-currency warning); this says what it does to the estimates."""
+    extracts = res.doc.get("run", {}).get("extracts")
+    if extracts is None:
+        return ""
+    used = {e["force"] for e in extracts}
+    left_out = [f for f in cfg.forces if f.code not in used]
+    if not left_out:
+        return ""
+    counts = [
+        f"{sum(f.code in used for f in cfg.forces if f.arm == arm)} of the "
+        f"{sum(f.arm == arm for f in cfg.forces)} {arm} forces"
+        for arm in ("pilot", "comparison")
+    ]
+    names = ", ".join(f.name for f in left_out)
+    return (
+        f"Only {counts[0]} and {counts[1]} have data in this analysis ({names}: no valid "
+        "delivery received). The estimates rest on fewer forces than planned, so they are "
+        "less precise, and they describe the people managed in the forces with data."
+    )
+
+
 def build_summary(
     res: Results, hrs: list[OutcomeHR], cfg: StudyConfig, people: str, forces: dict[str, int]
 ) -> dict[str, Any]:
@@ -205,6 +229,8 @@ def build_summary(
         "the framework went live (or a comparable date), up to the data cut-off of "
         f"{cfg.study.data_cutoff:%-d %B %Y}."
     )
+    if coverage := _coverage(res, cfg):
+        tested += " " + coverage
     figures = [
         (people, "people in the cohort"),
         (str(forces["pilot"]), "pilot forces"),
