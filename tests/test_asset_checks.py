@@ -1,0 +1,262 @@
+"""Asset checks where a researcher looks (issue 16, items 3 and 4).
+
+- A quarantined delivery fails its own partition of `delivery_conforms`, read back through
+  the Dagster UI's GraphQL API (a webserver on 127.0.0.1 over the run's instance).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from evaluation import checks
+from tests.conftest import PILOT_CONFIG, ROOT
+from tests.deliveries import write_delivery
+from tests.ops_study import cli_env
+from tests.test_ui import LOCATION_QUERY, DagsterUI, _free_port, _stop
+
+DATE = "2026-09-30"
+
+
+def _ingest(defs: dg.Definitions, keys: list[str]) -> dg.ExecuteInProcessResult:
+    """The ingest job over keys as `dpf-eval run` runs it: one run, one range of partitions
+    (or one partition)."""
+    instance = dg.DagsterInstance.get()
+    instance.add_dynamic_partitions("deliveries", keys)
+    job = defs.resolve_job_def("ingest_and_validate")
+    if len(keys) == 1:
+        return job.execute_in_process(
+            instance=instance, partition_key=keys[0], raise_on_error=False
+        )
+    tags = {
+        "dagster/asset_partition_range_start": keys[0],
+        "dagster/asset_partition_range_end": keys[-1],
+    }
+    return job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+
+
+def _webserver(drop: Path, out: Path, log: Path) -> tuple[subprocess.Popen, DagsterUI]:
+    port = _free_port()
+    env = cli_env(
+        DAGSTER_HOME=os.environ["DAGSTER_HOME"],
+        DPF_CONFIG=str(PILOT_CONFIG),
+        DPF_DROP=str(drop),
+        DPF_OUT=str(out),
+        PYTHONPATH=str(ROOT),  # this checkout's code location and instance classes
+    )
+    server = Path(sys.executable).with_name("dagster-webserver")
+    args = [str(server), "-m", "pipelines.definitions", "-h", "127.0.0.1", "-p", str(port)]
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    ui = DagsterUI(f"http://127.0.0.1:{port}", out, log)
+    deadline = time.time() + 120
+    while True:
+        assert proc.poll() is None, f"the webserver exited: {log.read_text()[-3000:]}"
+        assert time.time() < deadline, f"the UI did not come up: {log.read_text()[-3000:]}"
+        try:
+            entry = ui.graphql(LOCATION_QUERY, timeout=10)["workspaceOrError"]["locationEntries"]
+            if entry and entry[0]["loadStatus"] == "LOADED":
+                loaded = entry[0]["locationOrLoadError"]
+                assert loaded["__typename"] == "RepositoryLocation", loaded
+                return proc, ui
+        except (urllib.error.URLError, ConnectionError, TimeoutError, KeyError):
+            pass
+        time.sleep(0.5)
+
+
+CONFORMANCE_QUERY = """
+{ assetNodes(assetKeys: [{path: ["raw_delivery"]}]) {
+    assetChecksOrError { ... on AssetChecks { checks { name blocking
+      partitionStatuses { __typename ... on AssetCheckDefaultPartitionStatuses {
+        succeededPartitions failedPartitions } } } } } }
+  assetCheckExecutions(assetKey: {path: ["raw_delivery"]}, checkName: "delivery_conforms",
+                       limit: 20) {
+    status partition evaluation { success partition } } }
+"""
+
+
+@pytest.mark.slow
+def test_a_quarantined_delivery_fails_its_own_partition_in_the_ui(tmp_path):
+    from pipelines.definitions import build_definitions
+
+    drop, out = tmp_path / "drop", tmp_path / "out"
+    write_delivery(drop, force="ASH", extract_date=DATE)
+    write_delivery(drop, force="BRK", extract_date=DATE, seed=8)
+
+    def wrong_rows(manifest: dict) -> None:  # people.csv no longer matches its manifest
+        manifest["files"]["people.csv"]["rows"] += 5
+
+    write_delivery(drop, force="CLM", extract_date=DATE, seed=9, edit_manifest=wrong_rows)
+    write_delivery(drop, force="DNM", extract_date=DATE, seed=10, edit_manifest=wrong_rows)
+    defs = build_definitions(str(PILOT_CONFIG), str(drop), str(out))
+    # Three deliveries in one run (as a first `dpf-eval run`), then one alone (a re-delivery).
+    many = _ingest(defs, [f"{f}|{DATE}" for f in ("ASH", "BRK", "CLM")])
+    one = _ingest(defs, [f"DNM|{DATE}"])
+    assert not many.success and not one.success  # the blocking check failed in each run
+    in_process = {
+        e.partition: e.passed
+        for r in (many, one)
+        for e in r.get_asset_check_evaluations()
+        if e.check_name == "delivery_conforms"
+    }
+    expected = {f"ASH|{DATE}": True, f"BRK|{DATE}": True, f"CLM|{DATE}": False}
+    assert in_process == {**expected, f"DNM|{DATE}": False}
+
+    proc, ui = _webserver(drop, out, tmp_path / "webserver.log")
+    try:
+        data = ui.graphql(CONFORMANCE_QUERY)
+    finally:
+        _stop(proc)
+    (check,) = data["assetNodes"][0]["assetChecksOrError"]["checks"]
+    assert (check["name"], check["blocking"]) == ("delivery_conforms", True)
+    statuses = check["partitionStatuses"]
+    assert sorted(statuses["failedPartitions"]) == [f"CLM|{DATE}", f"DNM|{DATE}"]
+    assert sorted(statuses["succeededPartitions"]) == [f"ASH|{DATE}", f"BRK|{DATE}"]
+    executions = {e["partition"]: e for e in data["assetCheckExecutions"]}
+    # One execution per delivery, none for a run as a whole (which would hide the failures).
+    assert set(executions) == {*expected, f"DNM|{DATE}"}
+    for key, e in executions.items():
+        passed = key in (f"ASH|{DATE}", f"BRK|{DATE}")
+        assert e["status"] == ("SUCCEEDED" if passed else "FAILED"), (key, e)
+        assert e["evaluation"] == {"success": passed, "partition": key}
+
+
+# --------------------------------------------------------------------------------------------
+# The checks' logic (evaluation.checks): each can fail
+# --------------------------------------------------------------------------------------------
+def _cox_frame(n: int = 400, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    pilot = rng.integers(0, 2, n)
+    age = rng.normal(0, 1, n)
+    time = rng.exponential(1 / np.exp(-0.3 * pilot + 0.2 * age)) * 100
+    status = (rng.random(n) < 0.7).astype(int)
+    return pd.DataFrame(
+        {
+            "pilot": pilot,
+            "age": age,
+            "arm": np.where(pilot == 1, "pilot", "comparison"),
+            "x_time": time,
+            "x_status": status,
+            "weight": rng.uniform(0.5, 2, n),
+        }
+    )
+
+
+def test_the_cox_and_km_cross_checks_pass_on_ours_and_fail_on_a_wrong_estimate():
+    from evaluation import survival_models as sm
+    from evaluation.survival import fit_cox
+
+    df = _cox_frame()
+    fit = fit_cox(
+        df[["pilot", "age"]].to_numpy(float),
+        df.x_time.to_numpy(),
+        (df.x_status == 1).to_numpy(),
+        weights=df.weight.to_numpy(),
+        names=["pilot", "age"],
+    )
+    cox = fit.summary().assign(outcome="x", model="primary", converged=True)
+    assert checks.cox_against_lifelines(df, cox, "x", weighted=True).passed
+    off = cox.assign(hr=cox.hr * np.where(cox.term == "pilot", 1 + 1e-5, 1))
+    failed = checks.cox_against_lifelines(df, off, "x", weighted=True)
+    assert not failed.passed and "pilot" in failed.description
+    # Unweighted re-fit of a weighted model: not the same model, so it fails.
+    assert not checks.cox_against_lifelines(df, cox, "x", weighted=False).passed
+
+    curves = []
+    for arm, sub in df.groupby("arm"):
+        km = sm.kaplan_meier(
+            sub.x_time.to_numpy(), (sub.x_status == 1).to_numpy(), weights=sub.weight.to_numpy()
+        )
+        curves.append(
+            km.rename(columns={"survival": "value"}).assign(outcome="x", arm=arm, estimator="km")
+        )
+    curves = pd.concat(curves, ignore_index=True)
+    assert checks.km_against_lifelines(df, curves, "x", weighted=True).passed
+    shifted = curves.assign(value=curves.value - 1e-5)
+    assert not checks.km_against_lifelines(df, shifted, "x", weighted=True).passed
+
+
+def test_convergence_balance_and_ph_checks_fail_on_bad_results():
+    cox = pd.DataFrame(
+        {
+            "outcome": ["a", "a", "b"],
+            "model": ["primary", "primary", "naive"],
+            "converged": [True, True, False],
+        }
+    )
+    out = checks.cox_convergence(cox)
+    assert not out.passed and "b (naive)" in out.description
+    assert checks.cox_convergence(cox.assign(converged=True)).passed
+    verdict = {"balanced": False, "max_abs_smd": 0.25, "failing": ["age"]}
+    out = checks.balance({"verdict": verdict, "weighting": "iptw_att"})
+    assert not out.passed and "age" in out.description
+    ok = {"balanced": True, "max_abs_smd": 0.05, "failing": []}
+    assert checks.balance({"verdict": ok, "weighting": "iptw_att"}).passed
+    ph = pd.DataFrame(
+        {
+            "outcome": ["a", "a"],
+            "test": ["zph", "zph"],
+            "term": ["pilot", "age"],
+            "p": [0.01, 0.001],
+        }
+    )
+    out = checks.proportional_hazards(ph)
+    assert not out.passed and out.metadata["flagged"] == ["a: zph pilot p = 0.01"]
+    assert checks.proportional_hazards(ph.assign(p=[0.2, 0.001])).passed  # age is not screened
+
+
+def test_disclosure_and_language_checks_fail_on_a_bad_file(pilot_cfg):
+    rules = pilot_cfg.disclosure
+    ok = {"t.csv": f"Force,People\nASH,<{rules.min_cell}\nBRK,{rules.round_to * 10}\n"}
+    assert checks.disclosure(ok, rules).passed
+    leak = {"t.csv": f"Force,People\nASH,{rules.round_to * 10 + 1}\n"}
+    out = checks.disclosure(leak, rules)
+    assert not out.passed and "t.csv: People" in out.description
+    page = {"p.html": f"<p>{rules.min_cell - 1} people were excluded</p>"}
+    assert not checks.disclosure(page, rules).passed
+    assert checks.language({"p.html": "<p>people with sexual convictions</p>"}, pilot_cfg).passed
+    term = pilot_cfg.language.avoid[0]
+    out = checks.language({"p.html": f"<p>the {term} list</p>"}, pilot_cfg)
+    assert not out.passed and "p.html" in out.description
+
+
+def _results() -> dict:
+    row = {
+        "outcome": "sexual_reoffence", "method": "cox", "term": "pilot", "measure": "hazard_ratio",
+        "estimate": 0.8, "ci_low": 0.6, "ci_high": 1.1, "p_value": 0.2, "n": 100, "events": 20,
+        "weighting": "iptw_att", "inference": "permutation", "status": "ok",
+    }  # fmt: skip
+    run = {"id": "r", "created": "t", "code_version": "v", "config_sha256": "h", "extracts": []}
+    return {"run": run, "estimates": [row]}
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        lambda d: d["run"].pop("config_sha256"),
+        lambda d: d["estimates"][0].pop("weighting"),
+        lambda d: d["estimates"][0].update(method="t_test"),
+        lambda d: d["estimates"][0].update(measure="vibes"),
+        lambda d: d["estimates"][0].update(ci_low=1.2),
+        lambda d: d["estimates"][0].update(estimate=1.5),
+        lambda d: d["estimates"][0].update(p_value=1.5),
+        lambda d: d["estimates"][0].update(status="maybe"),
+        lambda d: d.update(estimates=[]),
+    ],
+)
+def test_the_results_contract_check_fails_on_each_breach(breakage):
+    assert checks.results_contract(_results()).passed
+    doc = _results()
+    breakage(doc)
+    assert not checks.results_contract(doc).passed
