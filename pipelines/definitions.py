@@ -13,6 +13,7 @@ import dagster as dg
 from assets import analysis_tables, ingest, models, outcome_models, reports, validate, warehouse
 from evaluation.filemodes import private_by_default
 from pipelines.catalogue import catalogue
+from pipelines.notify import build_failure_sensor
 from pipelines.resources import (
     DEFAULT_CONFIG,
     DEFAULT_DROP,
@@ -98,6 +99,7 @@ def build_definitions(
             build_delivery_sensor(ingest_job, drop, config_path),
             # an evaluation when the deliveries in use change
             build_in_use_sensor(ingest_job, evaluation_job, config_path, out),
+            build_failure_sensor(config_path, out),  # emails notify.recipients
         ],
         resources={
             "study": StudyResource(config_path=config_path, drop=drop, out=out),
