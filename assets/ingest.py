@@ -12,7 +12,9 @@ import warnings
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 
+from assets.metadata import metadata_table
 from evaluation.extracts import DeliveryRef
 from pipelines.resources import StudyResource
 
@@ -146,15 +148,24 @@ def _materialisations(context: dg.AssetCheckExecutionContext, keys: list[str]) -
     return targets
 
 
+# The columns of a validation finding shown in the UI, with their labels (the first 50).
+FINDING_COLUMNS = {
+    "severity": "Severity",
+    "file": "File",
+    "column": "Column",
+    "rule": "Rule",
+    "failing_rows": "Rows",
+}
+
+
 def conformance_result(ref: DeliveryRef, doc: dict) -> dg.AssetCheckResult:
     """One delivery's verdict from its validation report, with its findings as a table."""
     findings = doc.get("findings", [])
     errors = [f for f in findings if f["severity"] == "error"]
     warnings = [f for f in findings if f["severity"] == "warning"]
-    table = "\n".join(
-        f"| {f['severity']} | {f['file']} | {f.get('column') or ''} | {f['rule']} | "
-        f"{f['failing_rows']} |"
-        for f in findings[:50]
+    shown = pl.DataFrame(
+        [{k: f.get(k) for k in FINDING_COLUMNS} for f in findings[:50]],
+        schema={k: pl.Int64() if k == "failing_rows" else pl.String() for k in FINDING_COLUMNS},
     )
     return dg.AssetCheckResult(
         passed=not errors,
@@ -165,10 +176,6 @@ def conformance_result(ref: DeliveryRef, doc: dict) -> dg.AssetCheckResult:
             "revision": doc["revision"],
             "errors": len(errors),
             "warnings": len(warnings),
-            "findings": dg.MetadataValue.md(
-                "| severity | file | column | rule | rows |\n|---|---|---|---|---|\n" + table
-                if findings
-                else "No findings."
-            ),
+            "findings": metadata_table(shown, FINDING_COLUMNS),
         },
     )

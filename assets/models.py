@@ -2,7 +2,7 @@
 proportional-hazards checks and few-cluster inference, RMST and power, per outcome.
 
 Every asset loads its inputs, calls one function of `evaluation.survival_models` and
-attaches what a researcher needs to judge it as metadata (markdown tables, JSON).
+attaches what a researcher needs to judge it as metadata (tables, numbers, JSON).
 """
 
 import json
@@ -13,7 +13,7 @@ import dagster as dg
 import pandas as pd
 import polars as pl
 
-from assets.metadata import markdown_table
+from assets.metadata import hazard_ratio_metadata, metadata_table
 from evaluation import survival_models as sm
 from evaluation.results import estimates_frame
 from pipelines.resources import StudyResource
@@ -61,37 +61,33 @@ def table_one(study: StudyResource, weighted_cohort: pl.DataFrame) -> dg.Output[
                 ", ".join(verdict["failing"]) or "None: every |SMD| < 0.1."
             ),
             "n_by_arm": dg.MetadataValue.json(summary["n"]),
-            "table_one": dg.MetadataValue.md(
-                markdown_table(
-                    table,
-                    {
-                        "covariate": "Covariate",
-                        "mean_pilot": "Pilot mean",
-                        "sd_pilot": "Pilot SD",
-                        "mean_comparison": "Comparison mean",
-                        "sd_comparison": "Comparison SD",
-                        "smd_unweighted": "SMD before",
-                        "smd_weighted": f"SMD after ({summary['weighting']})",
-                        "smd_iptw_att": "SMD iptw_att",
-                        "smd_iptw_ate": "SMD iptw_ate",
-                        "smd_overlap": "SMD overlap",
-                    },
-                )
+            "table_one": metadata_table(
+                table,
+                {
+                    "covariate": "Covariate",
+                    "mean_pilot": "Pilot mean",
+                    "sd_pilot": "Pilot SD",
+                    "mean_comparison": "Comparison mean",
+                    "sd_comparison": "Comparison SD",
+                    "smd_unweighted": "SMD before",
+                    "smd_weighted": f"SMD after ({summary['weighting']})",
+                    "smd_iptw_att": "SMD iptw_att",
+                    "smd_iptw_ate": "SMD iptw_ate",
+                    "smd_overlap": "SMD overlap",
+                },
             ),
-            "weighting_options": dg.MetadataValue.md(
-                markdown_table(
-                    methods,
-                    {
-                        "weighting": "Weighting",
-                        "balanced": "Balanced",
-                        "max_abs_smd": "Max |SMD|",
-                        "failing": "|SMD| >= 0.1",
-                        "ess_pilot": "ESS pilot",
-                        "ess_comparison": "ESS comparison",
-                        "max_weight": "Max weight",
-                        "n_truncated": "Truncated",
-                    },
-                )
+            "weighting_options": metadata_table(
+                methods,
+                {
+                    "weighting": "Weighting",
+                    "balanced": "Balanced",
+                    "max_abs_smd": "Max |SMD|",
+                    "failing": "|SMD| >= 0.1",
+                    "ess_pilot": "ESS pilot",
+                    "ess_comparison": "ESS comparison",
+                    "max_weight": "Max weight",
+                    "n_truncated": "Truncated",
+                },
             ),
             "summary": dg.MetadataValue.json(_jsonable(summary)),
         },
@@ -112,20 +108,20 @@ def survival_curves(study: StudyResource, weighted_cohort: pl.DataFrame) -> dg.O
         pl.from_pandas(curves),
         metadata={
             "rows": len(curves),
-            "at_horizon": dg.MetadataValue.md(
-                markdown_table(
-                    hz,
-                    {
-                        "outcome": "Outcome",
-                        "arm": "Arm",
-                        "measure": "Measure",
-                        "value": "Value",
-                        "ci_low": "95% CI low",
-                        "ci_high": "95% CI high",
-                        "events": "Events",
-                    },
-                )
-                + f"\n\nHorizon {study.cfg.analysis.horizon_days} days; pointwise log-log "
+            "at_horizon": metadata_table(
+                hz,
+                {
+                    "outcome": "Outcome",
+                    "arm": "Arm",
+                    "measure": "Measure",
+                    "value": "Value",
+                    "ci_low": "95% CI low",
+                    "ci_high": "95% CI high",
+                    "events": "Events",
+                },
+            ),
+            "at_horizon_note": (
+                f"Horizon {study.cfg.analysis.horizon_days} days; pointwise log-log "
                 "intervals that treat people as independent."
             ),
         },
@@ -150,23 +146,23 @@ def cox_estimates(
     return dg.Output(
         pl.from_pandas(cox),
         metadata={
-            "hazard_ratios": dg.MetadataValue.md(
-                markdown_table(
-                    pilot,
-                    {
-                        "outcome": "Outcome",
-                        "model": "Model",
-                        "weighting": "Weighting",
-                        "variance": "Variance",
-                        "hr": "HR",
-                        "ci_low": "95% CI low",
-                        "ci_high": "95% CI high",
-                        "p": "p",
-                        "events_pilot": "Events pilot",
-                        "events_comparison": "Events comparison",
-                        "converged": "Converged",
-                    },
-                )
+            # the primary model's estimates as numbers, which the UI plots across runs
+            **hazard_ratio_metadata(pilot[pilot.model == "primary"].to_dict("records")),
+            "hazard_ratios": metadata_table(
+                pilot,
+                {
+                    "outcome": "Outcome",
+                    "model": "Model",
+                    "weighting": "Weighting",
+                    "variance": "Variance",
+                    "hr": "HR",
+                    "ci_low": "95% CI low",
+                    "ci_high": "95% CI high",
+                    "p": "p",
+                    "events_pilot": "Events pilot",
+                    "events_comparison": "Events comparison",
+                    "converged": "Converged",
+                },
             ),
             "outcomes_without_hazard_ratio": dg.MetadataValue.md(
                 "\n".join(f"- {r.outcome}: {r.reason}" for r in unusable.itertuples()) or "None."
@@ -192,23 +188,23 @@ def proportional_hazards(
     return dg.Output(
         pl.from_pandas(ph),
         metadata={
-            "pilot_and_global": dg.MetadataValue.md(
-                markdown_table(
-                    pilot,
-                    {
-                        "outcome": "Outcome",
-                        "test": "Test",
-                        "term": "Term",
-                        "statistic": "Statistic",
-                        "df": "df",
-                        "p": "p",
-                        "hr_early": "HR early",
-                        "hr_late": "HR late",
-                        "cut_days": "Split (days)",
-                        "note": "Note",
-                    },
-                )
-                + "\n\nA screen: where p < 0.05 the hazard ratio may change over follow-up; "
+            "pilot_and_global": metadata_table(
+                pilot,
+                {
+                    "outcome": "Outcome",
+                    "test": "Test",
+                    "term": "Term",
+                    "statistic": "Statistic",
+                    "df": "df",
+                    "p": "p",
+                    "hr_early": "HR early",
+                    "hr_late": "HR late",
+                    "cut_days": "Split (days)",
+                    "note": "Note",
+                },
+            ),
+            "pilot_and_global_note": (
+                "A screen: where p < 0.05 the hazard ratio may change over follow-up; "
                 "read the RMST difference (no proportional-hazards assumption) beside it."
             ),
             "flagged_p_below_0_05": dg.MetadataValue.md(
@@ -244,34 +240,36 @@ def few_cluster_inference(
         pl.from_pandas(inf),
         metadata={
             "headline_inference": sm.headline_inference(cfg),
-            "hazard_ratios": dg.MetadataValue.md(
-                markdown_table(
-                    main,
-                    {
-                        "outcome": "Outcome",
-                        "inference": "Inference",
-                        "hr": "HR",
-                        "ci_low": "95% CI low",
-                        "ci_high": "95% CI high",
-                        "p_value": "p",
-                        "p_holm": "p (Holm, secondary)",
-                        "detail": "Detail",
-                    },
-                )
+            # the headline estimates as numbers, which the UI plots across runs
+            **hazard_ratio_metadata(
+                main[main.inference == sm.headline_inference(cfg)]
+                .rename(columns={"p_value": "p"})
+                .to_dict("records")
             ),
-            "leave_one_force_out": dg.MetadataValue.md(
-                markdown_table(
-                    lofo,
-                    {
-                        "outcome": "Outcome",
-                        "force": "Force left out",
-                        "arm": "Arm",
-                        "hr": "HR",
-                        "ci_low": "95% CI low",
-                        "ci_high": "95% CI high",
-                        "usable": "Converged",
-                    },
-                )
+            "hazard_ratios": metadata_table(
+                main,
+                {
+                    "outcome": "Outcome",
+                    "inference": "Inference",
+                    "hr": "HR",
+                    "ci_low": "95% CI low",
+                    "ci_high": "95% CI high",
+                    "p_value": "p",
+                    "p_holm": "p (Holm, secondary)",
+                    "detail": "Detail",
+                },
+            ),
+            "leave_one_force_out": metadata_table(
+                lofo,
+                {
+                    "outcome": "Outcome",
+                    "force": "Force left out",
+                    "arm": "Arm",
+                    "hr": "HR",
+                    "ci_low": "95% CI low",
+                    "ci_high": "95% CI high",
+                    "usable": "Converged",
+                },
             ),
             "seconds": float(inf["seconds"].sum()),
         },
@@ -290,21 +288,19 @@ def rmst_estimates(study: StudyResource, weighted_cohort: pl.DataFrame) -> dg.Ou
     return dg.Output(
         pl.from_pandas(rm),
         metadata={
-            "rmst_difference": dg.MetadataValue.md(
-                markdown_table(
-                    rm,
-                    {
-                        "outcome": "Outcome",
-                        "inference": "Inference",
-                        "estimate": "Difference (days)",
-                        "ci_low": "95% CI low",
-                        "ci_high": "95% CI high",
-                        "p_value": "p",
-                        "rmst_pilot": "RMST pilot",
-                        "rmst_comparison": "RMST comparison",
-                        "note": "Note",
-                    },
-                )
+            "rmst_difference": metadata_table(
+                rm,
+                {
+                    "outcome": "Outcome",
+                    "inference": "Inference",
+                    "estimate": "Difference (days)",
+                    "ci_low": "95% CI low",
+                    "ci_high": "95% CI high",
+                    "p_value": "p",
+                    "rmst_pilot": "RMST pilot",
+                    "rmst_comparison": "RMST comparison",
+                    "note": "Note",
+                },
             ),
         },
     )
@@ -323,20 +319,20 @@ def power_estimates(
     return dg.Output(
         pl.from_pandas(pw),
         metadata={
-            "power": dg.MetadataValue.md(
-                markdown_table(
-                    pw,
-                    {
-                        "outcome": "Outcome",
-                        "events": "Events",
-                        "min_detectable_hr": "Min detectable HR",
-                        "design_effect": "Design effect",
-                        "min_detectable_hr_design_effect": "Min detectable HR (design effect)",
-                        "events_needed_hr_0_8": "Events for HR 0.8",
-                        "events_needed_hr_0_8_design_effect": "Events for HR 0.8 (design effect)",
-                    },
-                )
-                + "\n\nSchoenfeld's formula assumes independent people. With few forces "
+            "power": metadata_table(
+                pw,
+                {
+                    "outcome": "Outcome",
+                    "events": "Events",
+                    "min_detectable_hr": "Min detectable HR",
+                    "design_effect": "Design effect",
+                    "min_detectable_hr_design_effect": "Min detectable HR (design effect)",
+                    "events_needed_hr_0_8": "Events for HR 0.8",
+                    "events_needed_hr_0_8_design_effect": "Events for HR 0.8 (design effect)",
+                },
+            ),
+            "power_note": (
+                "Schoenfeld's formula assumes independent people. With few forces "
                 "the design effect (cluster-robust over model-based variance of the pilot "
                 "coefficient, itself estimated from few forces) inflates the events needed."
             ),
@@ -376,16 +372,14 @@ def survival_results(
         metadata={
             "rows": frame.height,
             "headline_inference": sm.headline_inference(cfg),
-            "estimates": dg.MetadataValue.md(
-                markdown_table(
-                    counts,
-                    {
-                        "method": "Method",
-                        "measure": "Measure",
-                        "inference": "Inference",
-                        "len": "Rows",
-                    },
-                )
+            "estimates": metadata_table(
+                counts,
+                {
+                    "method": "Method",
+                    "measure": "Measure",
+                    "inference": "Inference",
+                    "len": "Rows",
+                },
             ),  # fmt: skip
         },
     )

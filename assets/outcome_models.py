@@ -11,14 +11,20 @@ loading the code location does not pay for them.
 """
 
 import datetime as dt
-from typing import Any
 
 import dagster as dg
 import pandas as pd
 import polars as pl
 
 from assets.analysis_tables import in_use_deliveries, load_in_use
-from assets.metadata import cell, markdown_table
+from assets.metadata import (
+    bullets,
+    cell,
+    frame_metadata,
+    metadata_table,
+    results_metadata,
+    tables_metadata,
+)
 from evaluation.cohort import force_windows
 from evaluation.config import StudyConfig
 from evaluation.results import estimates_frame
@@ -54,57 +60,6 @@ def _tables(
 ) -> dict[str, pl.DataFrame]:
     _in_use(delivery_status)  # fails plainly if no force has data
     return {name: load_in_use(study, delivery_status, name) for name in names}
-
-
-# --------------------------------------------------------------------------------------------
-# Metadata
-# --------------------------------------------------------------------------------------------
-def column_schema(df: pl.DataFrame | pd.DataFrame) -> dg.TableSchemaMetadataValue:
-    """The frame's columns and types, for the Dagster UI's column view."""
-    types = df.schema.items() if isinstance(df, pl.DataFrame) else df.dtypes.items()
-    return dg.MetadataValue.table_schema(
-        dg.TableSchema(columns=[dg.TableColumn(str(name), str(t)) for name, t in types])
-    )
-
-
-def frame_metadata(df: pl.DataFrame | pd.DataFrame) -> dict[str, Any]:
-    """Row count and column schema under Dagster's standard keys."""
-    return {"dagster/row_count": len(df), "dagster/column_schema": column_schema(df)}
-
-
-def tables_metadata(tables: dict[str, pl.DataFrame | pd.DataFrame]) -> dict[str, Any]:
-    """For an asset holding several tables: an index of them and each one's column schema."""
-    index = pd.DataFrame(
-        [{"table": name, "rows": len(t), "columns": len(t.columns)} for name, t in tables.items()]
-    )
-    return {
-        "tables": dg.MetadataValue.md(
-            markdown_table(index, {"table": "Table", "rows": "Rows", "columns": "Columns"})
-        ),
-        **{f"columns: {name}": column_schema(t) for name, t in tables.items()},
-    }
-
-
-def results_metadata(results: pl.DataFrame) -> dict[str, Any]:
-    """Row count, schema and the estimates per method and measure."""
-    counts = (
-        results.group_by("method", "measure", "inference")
-        .len()
-        .sort("method", "measure", "inference")
-    )
-    return {
-        **frame_metadata(results),
-        "estimates": dg.MetadataValue.md(
-            markdown_table(
-                counts,
-                {"method": "Method", "measure": "Measure", "inference": "Inference", "len": "Rows"},
-            )
-        ),
-    }
-
-
-def _bullets(lines: list[str]) -> dg.MarkdownMetadataValue:
-    return dg.MetadataValue.md("\n".join(f"- {s}" for s in lines) or "None.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,7 +104,7 @@ def force_month_panel(
     return dg.Output(
         panel,
         metadata={
-            **frame_metadata(panel),
+            **frame_metadata("force_month_panel", panel),
             "forces": panel["force"].n_unique(),
             "months": dg.MetadataValue.md(
                 f"{panel['month'].min()} to {panel['month'].max()}; {ascertained} calendar "
@@ -158,28 +113,26 @@ def force_month_panel(
             ),
             "person_months": float(panel["person_months"].sum()),
             **{c: int(panel[c].sum()) for c in events},
-            "stale_cutoffs": _bullets(
+            "stale_cutoffs": bullets(
                 [
                     f"**{f}**: months after {c} left out (the delivery in use ends there)"
                     for f, c in sorted(cutoffs.items())
                 ]
             ),
-            "by_force": dg.MetadataValue.md(
-                markdown_table(
-                    by_force,
-                    {
-                        "force": "Force",
-                        "arm": "Arm",
-                        "go_live_month": "Go-live month",
-                        "months": "Months",
-                        "first_month": "First",
-                        "last_month": "Last",
-                        "ascertained_months": "Ascertained",
-                        "person_months": "Person-months",
-                        "contacts": "Contacts",
-                        **{c: c.removesuffix("_events") for c in events},
-                    },
-                )
+            "by_force": metadata_table(
+                by_force,
+                {
+                    "force": "Force",
+                    "arm": "Arm",
+                    "go_live_month": "Go-live month",
+                    "months": "Months",
+                    "first_month": "First",
+                    "last_month": "Last",
+                    "ascertained_months": "Ascertained",
+                    "person_months": "Person-months",
+                    "contacts": "Contacts",
+                    **{c: c.removesuffix("_events") for c in events},
+                },
             ),
         },
     )
@@ -216,20 +169,20 @@ def intermediate_outcomes(
     return dg.Output(
         table,
         metadata={
-            **frame_metadata(table),
+            **frame_metadata("intermediate_outcomes", table),
             "with_circumstances_record": table["circumstances_date"].count(),
             "with_later_assessment": table["assessment_date"].count(),
-            "outcomes": dg.MetadataValue.md(
-                markdown_table(
-                    observed,
-                    {
-                        "outcome": "Outcome",
-                        "observed": "Observed",
-                        "yes": "Yes",
-                        "share_yes": "Share yes",
-                    },
-                )
-                + f"\n\nOf {table.height} people in the cohort. Unweighted, both arms together."
+            "outcomes": metadata_table(
+                observed,
+                {
+                    "outcome": "Outcome",
+                    "observed": "Observed",
+                    "yes": "Yes",
+                    "share_yes": "Share yes",
+                },
+            ),
+            "outcomes_note": (
+                f"Of {table.height} people in the cohort. Unweighted, both arms together."
             ),
         },
     )
@@ -309,39 +262,39 @@ def difference_in_differences(
             "headline_inference": cfg.analysis.cluster_inference,
             "permutations": permutations,
             "permutations_exhaustive": exhaustive,
-            "simple_att": dg.MetadataValue.md(
-                markdown_table(
-                    simple,
-                    {
-                        "outcome": "Outcome",
-                        "att": "ATT (per 1,000 person-months)",
-                        "ci_low_permutation": "95% CI low (permutation)",
-                        "ci_high_permutation": "95% CI high (permutation)",
-                        "p_permutation": "p (permutation)",
-                        "ci_low_boot": "95% CI low (bootstrap)",
-                        "ci_high_boot": "95% CI high (bootstrap)",
-                        "p_boot": "p (bootstrap)",
-                        "treated_rate": "Pilot rate",
-                        "att_ratio": "Rate ratio",
-                        "events": "Events",
-                    },
-                )
-                + "\n\nCallaway-Sant'Anna, never-treated comparison forces, each month against "
+            "simple_att": metadata_table(
+                simple,
+                {
+                    "outcome": "Outcome",
+                    "att": "ATT (per 1,000 person-months)",
+                    "ci_low_permutation": "95% CI low (permutation)",
+                    "ci_high_permutation": "95% CI high (permutation)",
+                    "p_permutation": "p (permutation)",
+                    "ci_low_boot": "95% CI low (bootstrap)",
+                    "ci_high_boot": "95% CI high (bootstrap)",
+                    "p_boot": "p (bootstrap)",
+                    "treated_rate": "Pilot rate",
+                    "att_ratio": "Rate ratio",
+                    "events": "Events",
+                },
+            ),
+            "simple_att_note": (
+                "Callaway-Sant'Anna, never-treated comparison forces, each month against "
                 "the pre-go-live mean, forces weighted by pre-go-live person-months."
             ),
-            "pretrend_tests": dg.MetadataValue.md(
-                markdown_table(
-                    pretrend,
-                    {
-                        "outcome": "Outcome",
-                        "event_times": "Event times",
-                        "coefficients": "Coefficients",
-                        "mean_pre_att": "Mean pre-period effect",
-                        "p_permutation": "p (permutation, sum of t²)",
-                        "p_bootstrap": "p (bootstrap sup-t)",
-                    },
-                )
-                + "\n\nA small p means the pilot forces' rates already moved differently from "
+            "pretrend_tests": metadata_table(
+                pretrend,
+                {
+                    "outcome": "Outcome",
+                    "event_times": "Event times",
+                    "coefficients": "Coefficients",
+                    "mean_pre_att": "Mean pre-period effect",
+                    "p_permutation": "p (permutation, sum of t²)",
+                    "p_bootstrap": "p (bootstrap sup-t)",
+                },
+            ),
+            "pretrend_tests_note": (
+                "A small p means the pilot forces' rates already moved differently from "
                 "the comparison forces' before go-live."
             ),
             "pretrend_flagged_p_below_0_05": dg.MetadataValue.md(
@@ -351,27 +304,29 @@ def difference_in_differences(
                 )
                 or "None."
             ),
-            "twfe_poisson": dg.MetadataValue.md(
-                markdown_table(
-                    tables["did_twfe"],
-                    {
-                        "outcome": "Outcome",
-                        "rate_ratio": "Rate ratio",
-                        "ci_low": "95% CI low (cluster-robust)",
-                        "ci_high": "95% CI high (cluster-robust)",
-                        "p_cluster": "p (cluster-robust)",
-                        "p_permutation": "p (permutation)",
-                        "force_months": "Force-months",
-                        "events": "Events",
-                    },
-                )
-                + "\n\nTwo-way fixed effects (force, month) Poisson with offset log person-"
+            "twfe_poisson": metadata_table(
+                tables["did_twfe"],
+                {
+                    "outcome": "Outcome",
+                    "rate_ratio": "Rate ratio",
+                    "ci_low": "95% CI low (cluster-robust)",
+                    "ci_high": "95% CI high (cluster-robust)",
+                    "p_cluster": "p (cluster-robust)",
+                    "p_permutation": "p (permutation)",
+                    "force_months": "Force-months",
+                    "events": "Events",
+                },
+            ),
+            "twfe_poisson_note": (
+                "Two-way fixed effects (force, month) Poisson with offset log person-"
                 "months: reported beside the Callaway-Sant'Anna estimate, never instead."
             ),
         },
     )
     results = estimates_frame(rows)
-    yield dg.Output(results, output_name="did_results", metadata=results_metadata(results))
+    yield dg.Output(
+        results, output_name="did_results", metadata=results_metadata("did_results", results)
+    )
 
 
 @dg.multi_asset(
@@ -410,37 +365,39 @@ def intermediate_outcome_models(
         table,
         output_name="intermediate_estimates",
         metadata={
-            **frame_metadata(table),
+            **frame_metadata("intermediate_estimates", table),
             "weighting": cfg.analysis.weighting if "weight" in weighted_cohort.columns else "none",
             "working_structures": dg.MetadataValue.md(
                 ", ".join(f"{s}: {n}" for s, n in pd.Series(structures).value_counts().items())
                 or "None (no model fitted)."
             ),
-            "estimates": dg.MetadataValue.md(
-                markdown_table(
-                    table,
-                    {
-                        "outcome": "Outcome",
-                        "n": "n",
-                        "events": "Yes",
-                        "forces": "Forces",
-                        "odds_ratio": "Odds ratio",
-                        "ci_low": "95% CI low",
-                        "ci_high": "95% CI high",
-                        "p_value": "p",
-                        "risk_difference": "Risk difference",
-                        "rd_ci_low": "RD 95% CI low",
-                        "rd_ci_high": "RD 95% CI high",
-                        "working_structure": "Working correlation",
-                        "working_correlation": "Correlation",
-                    },
-                )
+            "estimates": metadata_table(
+                table,
+                {
+                    "outcome": "Outcome",
+                    "n": "n",
+                    "events": "Yes",
+                    "forces": "Forces",
+                    "odds_ratio": "Odds ratio",
+                    "ci_low": "95% CI low",
+                    "ci_high": "95% CI high",
+                    "p_value": "p",
+                    "risk_difference": "Risk difference",
+                    "rd_ci_low": "RD 95% CI low",
+                    "rd_ci_high": "RD 95% CI high",
+                    "working_structure": "Working correlation",
+                    "working_correlation": "Correlation",
+                },
             ),
-            "warnings": _bullets(warnings),
+            "warnings": bullets(warnings),
         },
     )
     results = estimates_frame(rows)
-    yield dg.Output(results, output_name="intermediate_results", metadata=results_metadata(results))
+    yield dg.Output(
+        results,
+        output_name="intermediate_results",
+        metadata=results_metadata("intermediate_results", results),
+    )
 
 
 @dg.asset(
@@ -473,36 +430,35 @@ def fidelity(
         tables,
         metadata={
             **tables_metadata(tables),
-            "summary": dg.MetadataValue.md(
-                markdown_table(
-                    tables["fidelity_summary"],
-                    {
-                        "force": "Force",
-                        "arm": "Arm",
-                        "period": "Period",
-                        "months": "Months",
-                        "dmp_share": "DMP share",
-                        "trained_share": "Trained share",
-                        "goals_per_contact": "Goals per contact",
-                        "referrals_per_100_contacts": "Referrals per 100 contacts",
-                        "contacts_per_person_month": "Contacts per person-month",
-                        "contact_hours_per_person_year": "Contact hours per person-year",
-                    },
-                )
-                + "\n\nPeriod: before or from the go-live month (a comparison force's pseudo "
-                "go-live)."
+            "summary": metadata_table(
+                tables["fidelity_summary"],
+                {
+                    "force": "Force",
+                    "arm": "Arm",
+                    "period": "Period",
+                    "months": "Months",
+                    "dmp_share": "DMP share",
+                    "trained_share": "Trained share",
+                    "goals_per_contact": "Goals per contact",
+                    "referrals_per_100_contacts": "Referrals per 100 contacts",
+                    "contacts_per_person_month": "Contacts per person-month",
+                    "contact_hours_per_person_year": "Contact hours per person-year",
+                },
             ),
-            "dose_response_correlation": dg.MetadataValue.md(
-                markdown_table(
-                    tables["dose_response_correlation"],
-                    {
-                        "outcome": "Outcome",
-                        "forces": "Pilot forces",
-                        "spearman_dmp_vs_did_rate_ratio": "Spearman (DMP share vs rate ratio)",
-                        "note": "Note",
-                    },
-                )
-                + "\n\nDescriptive only: fidelity was not assigned, and the pilot forces are few."
+            "summary_note": (
+                "Period: before or from the go-live month (a comparison force's pseudo go-live)."
+            ),
+            "dose_response_correlation": metadata_table(
+                tables["dose_response_correlation"],
+                {
+                    "outcome": "Outcome",
+                    "forces": "Pilot forces",
+                    "spearman_dmp_vs_did_rate_ratio": "Spearman (DMP share vs rate ratio)",
+                    "note": "Note",
+                },
+            ),
+            "dose_response_correlation_note": (
+                "Descriptive only: fidelity was not assigned, and the pilot forces are few."
             ),
         },
     )
@@ -543,48 +499,46 @@ def arms_protective_factor_review(
             "people_with_baseline_assessment": int(c_index["n"].iloc[0]) if len(c_index) else 0,
             "people_in_cohort": cohort.height,
             "bootstrap_reps": int(c_index["bootstrap_reps"].iloc[0]) if len(c_index) else 0,
-            "c_index": dg.MetadataValue.md(
-                markdown_table(
-                    c_index,
-                    {
-                        "outcome": "Outcome",
-                        "model": "Model",
-                        "c_index": "Harrell's C",
-                        "ci_low": "95% CI low",
-                        "ci_high": "95% CI high",
-                        "events": "Events",
-                    },
-                )
+            "c_index": metadata_table(
+                c_index,
+                {
+                    "outcome": "Outcome",
+                    "model": "Model",
+                    "c_index": "Harrell's C",
+                    "ci_low": "95% CI low",
+                    "ci_high": "95% CI high",
+                    "events": "Events",
+                },
             ),
-            "c_index_differences": dg.MetadataValue.md(
-                markdown_table(
-                    tables["arms_c_difference"],
-                    {
-                        "outcome": "Outcome",
-                        "comparison": "Comparison",
-                        "difference": "C difference",
-                        "ci_low": "95% CI low",
-                        "ci_high": "95% CI high",
-                        "p_value": "p",
-                    },
-                )
-                + "\n\nPercentile bootstrap over people, coefficients held fixed."
+            "c_index_differences": metadata_table(
+                tables["arms_c_difference"],
+                {
+                    "outcome": "Outcome",
+                    "comparison": "Comparison",
+                    "difference": "C difference",
+                    "ci_low": "95% CI low",
+                    "ci_high": "95% CI high",
+                    "p_value": "p",
+                },
             ),
-            "likelihood_ratio_tests": dg.MetadataValue.md(
-                markdown_table(
-                    tables["arms_lr_test"],
-                    {
-                        "outcome": "Outcome",
-                        "comparison": "Added",
-                        "chi2": "Chi-square",
-                        "df": "df",
-                        "p_value": "p",
-                        "events": "Events",
-                    },
-                )
+            "c_index_differences_note": (
+                "Percentile bootstrap over people, coefficients held fixed."
             ),
-            "models_not_converged": _bullets(unconverged),
+            "likelihood_ratio_tests": metadata_table(
+                tables["arms_lr_test"],
+                {
+                    "outcome": "Outcome",
+                    "comparison": "Added",
+                    "chi2": "Chi-square",
+                    "df": "df",
+                    "p_value": "p",
+                    "events": "Events",
+                },
+            ),
+            "models_not_converged": bullets(unconverged),
         },
     )
     results = estimates_frame(rows)
-    yield dg.Output(results, output_name="arms_results", metadata=results_metadata(results))
+    yield dg.Output(
+        results, output_name="arms_results", metadata=results_metadata("arms_results", results)
+    )

@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from assets.metadata import metadata_table
 from evaluation import survival_models as sm
 from evaluation.results import Estimate, build_results, write_json_atomic
 from pipelines.resources import StudyResource
@@ -64,13 +65,10 @@ def _pages(files: dict[str, str], published: Path) -> dict:
     the pages with their sizes, and the CSV count."""
     size = {name: len(text.encode("utf-8")) for name, text in files.items()}
     pages = [name for name in files if name.endswith(".html")]
-    table = "\n".join(
-        ["| Page | Size (KiB) |", "|---|---|"]
-        + [f"| {name} | {size[name] / 1024:,.0f} |" for name in pages]
-    )
+    table = pl.DataFrame({"page": pages, "kib": [round(size[n] / 1024) for n in pages]})
     return {
         "path": dg.MetadataValue.path(str(published / pages[0])) if pages else "",
-        "pages": dg.MetadataValue.md(table),
+        "pages": metadata_table(table, {"page": "Page", "kib": "Size (KiB)"}),
         "html_files": len(pages),
         "csv_files": sum(name.endswith(".csv") for name in files),
         "bytes": sum(size.values()),

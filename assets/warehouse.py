@@ -1,44 +1,65 @@
-"""restricted/warehouse.duckdb: the cohort, the force-month panel and every estimate of the
-latest run, for researchers to query with SQL inside the secure environment."""
+"""restricted/warehouse.duckdb: the cohort, each person's weight, the force-month panel, every
+estimate of the latest run, its provenance and study config, and the `headline` view, for
+researchers to query with SQL inside the secure environment (docs/warehouse.md)."""
 
-import json
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
-from evaluation.warehouse import TABLE_NOTES, results_tables, write_warehouse
-from pipelines.resources import StudyResource, table_metadata
+from assets.metadata import column_schema, metadata_table
+from evaluation import survival_models as sm
+from evaluation.warehouse import TABLE_NOTES, warehouse_tables, write_warehouse
+from pipelines.resources import StudyResource
 
 
 @dg.asset(
     group_name="reports",
-    deps=["results_json"],
     kinds={"duckdb"},
     description="restricted/warehouse.duckdb (restricted: person-level): tables `cohort`, "
-    "`force_month_panel`, `estimates` (the rows of results.json), `extracts` (the delivery "
-    "each force's analysis used) and `provenance` (run id, code version, config hash). "
-    "Replaced whole at each run, never half-written.",
+    "`weights` (each person's propensity score and weight), `force_month_panel`, `estimates` "
+    "(the rows of results.json), `extracts` (the delivery each force's analysis used), "
+    "`provenance` (run id, code version, config hash), `study_config` (the YAML text) and the "
+    "view `headline`; every column described. Replaced whole at each run, never half-written.",
 )
 def warehouse(
-    study: StudyResource, cohort: pl.DataFrame, force_month_panel: pl.DataFrame
+    study: StudyResource,
+    results_json: dict,
+    cohort: pl.DataFrame,
+    weighted_cohort: pl.DataFrame,
+    force_month_panel: pl.DataFrame,
 ) -> dg.MaterializeResult:
-    doc = json.loads((study.restricted / "results.json").read_text(encoding="utf-8"))
-    tables = {"cohort": cohort, "force_month_panel": force_month_panel, **results_tables(doc)}
+    analysis = {
+        "cohort": cohort,
+        "weighted_cohort": weighted_cohort,
+        "force_month_panel": force_month_panel,
+    }
+    tables = warehouse_tables(
+        results_json,
+        study.cfg,
+        Path(study.config_path),
+        sm.headline_inference(study.cfg),
+        analysis,
+    )
     path = study.restricted / "warehouse.duckdb"
     rows = write_warehouse(tables, path)
-    index = "\n".join(
-        f"| `{name}` | {n:,} | {tables[name].width} | {TABLE_NOTES.get(name, '')} |"
-        for name, n in rows.items()
+    index = pl.DataFrame(
+        {
+            "table": list(rows),
+            "rows": list(rows.values()),
+            "columns": [tables[name].width for name in rows],
+            "holds": [TABLE_NOTES.get(name, "") for name in rows],
+        }
     )
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(path)),
-            "run_id": doc["run"]["id"],
-            "tables": dg.MetadataValue.md(
-                "| table | rows | columns | holds |\n|---|---|---|---|\n" + index
+            "run_id": results_json["run"]["id"],
+            "tables": metadata_table(
+                index, {"table": "Table", "rows": "Rows", "columns": "Columns", "holds": "Holds"}
             ),
             **{
-                f"columns: {name}": table_metadata(t)["dagster/column_schema"]
+                f"columns: {name}": dg.MetadataValue.table_schema(column_schema(name, t))
                 for name, t in tables.items()
             },
         }

@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from assets.metadata import frame_metadata
 from evaluation.config import StudyConfig, load_config
 from evaluation.filemodes import prepare_out
 from evaluation.validation_store import ValidationStore, validation_root
@@ -62,17 +63,6 @@ class StudyResource(dg.ConfigurableResource):
         return ValidationStore(self.validation_store, Path(self.drop), self.cfg)
 
 
-def table_metadata(df: pl.DataFrame) -> dict[str, Any]:
-    """A frame's row count and column schema under Dagster's standard metadata keys, which the
-    UI shows on the asset's page (Overview: columns; the materialisation: rows)."""
-    return {
-        "dagster/row_count": df.height,
-        "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name, str(dtype)) for name, dtype in df.schema.items()]
-        ),
-    }
-
-
 class TableIOManager(dg.ConfigurableIOManager):
     """Stores polars frames as Parquet and anything else as a pickle, under the restricted
     store, one file per asset. Writes go to a temporary file that is then renamed, so a run
@@ -107,8 +97,11 @@ class TableIOManager(dg.ConfigurableIOManager):
             raise
         if is_table:
             given = context.output_metadata or {}
+            # Row count and the column schema, described by the data dictionary under the
+            # asset's name; the UI shows them on the asset's page.
+            name = context.asset_key.to_user_string()
             context.add_output_metadata(
-                {k: v for k, v in table_metadata(obj).items() if k not in given}
+                {k: v for k, v in frame_metadata(name, obj).items() if k not in given}
             )
 
     def load_input(self, context: dg.InputContext) -> Any:

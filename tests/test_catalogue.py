@@ -1,12 +1,13 @@
 """What the Dagster UI shows a researcher about each asset: description, kinds, owner, a link
 to its code, a freshness policy on the published reports, and each stored table's row count
-and column schema."""
+and column schema (every column described by the data dictionary)."""
 
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
+from evaluation.dictionary import describe
 from pipelines.catalogue import MONTHLY_REPORT_FRESHNESS, WEEKLY_REPORT_FRESHNESS, WEEKLY_REPORTS
 from pipelines.resources import TableIOManager
 from tests.conftest import ROOT
@@ -56,6 +57,12 @@ def test_stored_tables_record_row_count_and_column_schema(tmp_path):
     assert meta["dagster/row_count"].value == 2
     columns = meta["dagster/column_schema"].schema.columns
     assert [(c.name, c.type) for c in columns] == [("force", "String"), ("people", "Int64")]
+    # each column described by the data dictionary
+    assert [c.description for c in columns] == [
+        describe("people_by_force", "force"),
+        describe("people_by_force", "people"),
+    ]
+    assert all(c.description for c in columns)
     (own,) = result.asset_materializations_for_node("summary")
     assert own.metadata["dagster/row_count"].value == 99
     assert [c.name for c in own.metadata["dagster/column_schema"].schema.columns] == ["x"]

@@ -252,7 +252,7 @@ def test_fidelity_tables_are_the_core_tables(study):
         else:
             pd.testing.assert_frame_equal(stored[name], table)
     assert stored["fidelity_monthly"].height == values["force_month_panel"].height
-    assert "DMP share" in metadata["fidelity"]["summary"].value
+    assert "DMP share" in [c.name for c in metadata["fidelity"]["summary"].schema.columns]
 
 
 def test_arms_results_are_the_core_rows(study):

@@ -389,19 +389,41 @@ def test_assets_materialise_with_metadata_and_write_results(small, tmp_path):
         for m in result.get_asset_materialization_events()
     }
     assert meta["table_one"]["balanced"].value is True
-    assert "| Covariate |" in meta["table_one"]["table_one"].value
-    assert "iptw_ate" in meta["table_one"]["weighting_options"].value
-    assert "| Outcome | Model |" in meta["cox_estimates"]["hazard_ratios"].value
+    # Tables are Dagster tables (labelled columns, typed records), not markdown.
+    def labels(value: dg.TableMetadataValue) -> list[str]:
+        return [c.name for c in value.schema.columns]
+
+    def cells(value: dg.TableMetadataValue, label: str) -> list:
+        return [r.data[label] for r in value.records]
+
+    assert labels(meta["table_one"]["table_one"])[0] == "Covariate"
+    assert "iptw_ate" in cells(meta["table_one"]["weighting_options"], "Weighting")
+    assert labels(meta["cox_estimates"]["hazard_ratios"])[:2] == ["Outcome", "Model"]
     assert meta["few_cluster_inference"]["headline_inference"].value == "permutation"
-    assert "Force left out" in meta["few_cluster_inference"]["leave_one_force_out"].value
-    assert "cox_zph" in meta["proportional_hazards"]["pilot_and_global"].value
-    assert "Min detectable HR" in meta["power_estimates"]["power"].value
-    assert "Difference (days)" in meta["rmst_estimates"]["rmst_difference"].value
-    assert "survival_at_horizon" in meta["survival_curves"]["at_horizon"].value
+    assert "Force left out" in labels(meta["few_cluster_inference"]["leave_one_force_out"])
+    assert "cox_zph" in cells(meta["proportional_hazards"]["pilot_and_global"], "Test")
+    assert "Min detectable HR" in labels(meta["power_estimates"]["power"])
+    assert "Difference (days)" in labels(meta["rmst_estimates"]["rmst_difference"])
+    assert "survival_at_horizon" in cells(meta["survival_curves"]["at_horizon"], "Measure")
     assert meta["survival_results"]["headline_inference"].value == "permutation"
     assert meta["results_json"]["estimates_by_source"].value["survival_results"] == 52
     doc = json.loads((tmp_path / "out" / "restricted" / "results.json").read_text())
     assert doc["estimates"] == result.output_for_node("survival_results").to_dicts()
+    # Each outcome's hazard ratio, interval and p are numbers on the model assets (the UI
+    # plots them across runs): the primary model's on cox_estimates (its cluster_robust row
+    # in results.json), the headline inference's on few_cluster_inference.
+    plotted = 0
+    for e in doc["estimates"]:
+        asset = {"cluster_robust": "cox_estimates", "permutation": "few_cluster_inference"}
+        if e["method"] != "cox" or e["inference"] not in asset or e["estimate"] is None:
+            continue
+        numbers, key = meta[asset[e["inference"]]], f"hr_{e['outcome']}"
+        for suffix, field in (("", "estimate"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high")):
+            assert isinstance(numbers[key + suffix], dg.FloatMetadataValue)
+            assert numbers[key + suffix].value == pytest.approx(e[field], rel=1e-12)
+        assert numbers[f"{key}_p"].value == pytest.approx(e["p_value"], rel=1e-12)
+        plotted += 1
+    assert plotted >= 4
     methods = Counter(e["method"] for e in doc["estimates"])
     # per outcome: 4 km/aj rows, 5 cox, 2 rmst, 2 power
     assert methods == {"km": 8, "aalen_johansen": 8, "cox": 20, "rmst": 8, "power": 8}

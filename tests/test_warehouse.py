@@ -1,14 +1,18 @@
 """The restricted DuckDB warehouse: written by the pipeline, queried back with SQL."""
 
+import hashlib
 import json
 import math
+import re
 from collections import Counter
 
 import duckdb
 import polars as pl
 import pytest
 
+from evaluation.dictionary import describe
 from evaluation.warehouse import results_tables, write_warehouse
+from tests.conftest import PILOT_CONFIG, ROOT
 from tests.ops_study import ops_study
 
 pytestmark = pytest.mark.slow
@@ -24,7 +28,15 @@ def test_warehouse_holds_the_analysis_tables_and_every_estimate(study, pilot_cfg
     doc = json.loads((restricted / "results.json").read_text())
     with duckdb.connect(str(restricted / "warehouse.duckdb"), read_only=True) as con:
         tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-        assert tables == {"cohort", "force_month_panel", "estimates", "extracts", "provenance"}
+        assert tables == {
+            "cohort",
+            "weights",
+            "force_month_panel",
+            "estimates",
+            "extracts",
+            "provenance",
+            "study_config",
+        }
         for name in ("cohort", "force_month_panel"):
             stored = pl.read_parquet(restricted / "store" / f"{name}.parquet")
             (rows,) = con.execute(f"SELECT count(*) FROM {name}").fetchone()
@@ -46,6 +58,78 @@ def test_warehouse_holds_the_analysis_tables_and_every_estimate(study, pilot_cfg
     # A researcher's query: the primary hazard ratios by outcome.
     cox = [e for e in doc["estimates"] if e["method"] == "cox" and e["term"] == "pilot"]
     assert cox
+
+
+def test_warehouse_types_dates_keeps_weights_and_config_and_describes_every_column(
+    study, pilot_cfg
+):
+    restricted = study.out / "restricted"
+    doc = json.loads((restricted / "results.json").read_text())
+    with duckdb.connect(str(restricted / "warehouse.duckdb"), read_only=True) as con:
+        columns = con.execute(
+            "SELECT table_name, column_name, data_type, comment FROM duckdb_columns() "
+            "WHERE NOT internal"
+        ).fetchall()
+        # Every column of every table and view is described, from the data dictionary.
+        assert {t for t, *_ in columns} >= {"cohort", "weights", "study_config", "headline"}
+        assert [(t, c) for t, c, _, comment in columns if not comment] == []
+        assert [(t, c) for t, c, _, _ in columns if not describe(t, c)] == []
+        # Dates are dates: no text column holds ISO dates, and the known ones are typed.
+        types = {(t, c): d for t, c, d, _ in columns}
+        for t, c, d, _ in columns:
+            if d == "VARCHAR":
+                (dates,) = con.execute(
+                    f'SELECT count(*) FROM "{t}" WHERE regexp_matches("{c}", '
+                    "'^\\d{4}-\\d{2}-\\d{2}')"
+                ).fetchone()
+                assert dates == 0, (t, c)
+        assert types[("extracts", "extract_date")] == "DATE"
+        assert types[("cohort", "index_date")] == "DATE"
+        assert types[("force_month_panel", "month")] == "DATE"
+        assert types[("provenance", "created")] == "TIMESTAMP WITH TIME ZONE"
+        # Each person's weight, as the models used it.
+        stored = pl.read_parquet(restricted / "store" / "weighted_cohort.parquet")
+        weights = pl.DataFrame(
+            con.execute("SELECT person_id, force, weight FROM weights").fetchall(),
+            schema=["person_id", "force", "weight"],
+            orient="row",
+        )
+        assert weights.sort("force", "person_id").equals(
+            stored.select("person_id", "force", "weight").sort("force", "person_id")
+        )
+        # The study config as text, with the hash results.json names.
+        (text, sha) = con.execute("SELECT yaml, sha256 FROM study_config").fetchone()
+    assert text == PILOT_CONFIG.read_text()
+    assert sha == hashlib.sha256(text.encode()).hexdigest() == doc["run"]["config_sha256"]
+
+
+def test_the_sql_in_docs_reproduces_the_headline_of_results_json(study, pilot_cfg):
+    """Each headline query of docs/warehouse.md, run as written, gives per outcome the
+    headline cox row of results.json (the first cox row of each outcome), primary outcome
+    first."""
+    doc = json.loads((study.out / "restricted" / "results.json").read_text())
+    expected = []
+    for outcome in dict.fromkeys(e["outcome"] for e in doc["estimates"]):
+        cox = [e for e in doc["estimates"] if e["outcome"] == outcome and e["method"] == "cox"]
+        if cox:
+            h = cox[0]
+            primary = outcome == pilot_cfg.analysis.primary_outcome
+            expected.append(
+                (outcome, primary, h["estimate"], h["ci_low"], h["ci_high"], h["p_value"])
+            )
+    expected.sort(key=lambda r: (not r[1], r[0]))
+    assert expected[0][0] == pilot_cfg.analysis.primary_outcome
+    assert expected[0][2] is not None
+    blocks = re.findall(r"```sql\n(.*?)```", (ROOT / "docs" / "warehouse.md").read_text(), re.S)
+    headline = [b for b in blocks if "hazard_ratio" in b]
+    assert len(headline) == 2  # from the estimates, and from the view
+    with duckdb.connect(str(study.out / "restricted" / "warehouse.duckdb"), read_only=True) as con:
+        for sql in headline:
+            got = con.execute(sql).fetchall()
+            # the same doubles as results.json (null where an outcome has no usable model)
+            assert got == expected
+        for sql in blocks:  # every other query of the page runs too
+            con.execute(sql).fetchall()
 
 
 def _key(row: tuple) -> tuple:
@@ -79,7 +163,8 @@ def test_warehouse_is_replaced_whole_or_not_at_all(tmp_path):
             }
         ],
     }
-    rows = write_warehouse({"cohort": pl.DataFrame({"x": [1, 2]}), **results_tables(doc)}, path)
+    tables = results_tables(doc, "any_reoffence", "cluster_robust")
+    rows = write_warehouse({"cohort": pl.DataFrame({"x": [1, 2]}), **tables}, path)
     assert rows == {"cohort": 2, "estimates": 1, "extracts": 1, "provenance": 1}
 
     class Unwritable(pl.DataFrame):
