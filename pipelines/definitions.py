@@ -14,7 +14,6 @@ from assets import analysis_tables, ingest, models, outcome_models, reports, val
 from evaluation.filemodes import private_by_default
 from pipelines.catalogue import catalogue
 from pipelines.notify import build_failure_sensor
-from pipelines.notify import build_failure_sensor
 from pipelines.resources import (
     DEFAULT_CONFIG,
     DEFAULT_DROP,
@@ -100,7 +99,6 @@ def build_definitions(
             build_delivery_sensor(ingest_job, drop, config_path),
             # an evaluation when the deliveries in use change
             build_in_use_sensor(ingest_job, evaluation_job, config_path, out),
-            build_failure_sensor(config_path, out),  # emails notify.recipients
             build_failure_sensor(config_path, out),  # emails notify.recipients
         ],
         resources={
