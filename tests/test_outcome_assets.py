@@ -46,7 +46,10 @@ UPSTREAM = ["delivery_status", "cohort", "cohort_flow", "weighted_cohort"]
 def _config(path, **study):
     raw = yaml.safe_load(PILOT_CONFIG.read_text())
     raw["forces"] = [f for f in raw["forces"] if f["code"] in FORCES]
-    raw["analysis"].update(permutations=49, bootstrap_reps=49)
+    # BRK's data end before the cut-off (not current): two current pilot forces must do here.
+    raw["analysis"].update(
+        permutations=49, bootstrap_reps=49, minimum_forces={"pilot": 2, "comparison": 3}
+    )
     raw["study"].update(study)
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return load_config(path)
