@@ -21,6 +21,7 @@ next failure is still tried.
 from __future__ import annotations
 
 import os
+import re
 import smtplib
 import ssl
 from collections.abc import Mapping
@@ -36,6 +37,8 @@ from pipelines.run_log import _error_line, run_log_path, scrub
 SENSOR_NAME = "email_on_failure"
 SMTP_TIMEOUT = 30.0  # seconds: a hung server must not hold the sensor daemon
 REASON_CHARS = 1200  # a refusal names every force missing and why
+# An error's message repeats its class, dotted: "Failure: dagster....Failure: The evaluation".
+REPEATED_CLASS = re.compile(r"^(\w+): (?:[\w.]+\.)?\1: ")
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ def failure_of(context: dg.RunFailureSensorContext) -> RunFailure:
         run_id=run.run_id,
         job=run.job_name,
         step=step,
-        reason=one_line(reason),
+        reason=REPEATED_CLASS.sub(r"\1: ", one_line(reason)),
         partition=run.tags.get("dagster/partition"),
     )
 

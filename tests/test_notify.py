@@ -137,7 +137,7 @@ def test_a_refused_evaluation_emails_the_recipients_once(tmp_path, smtp_server):
     failed = next(line for line in text.splitlines() if line.startswith("Failed:"))
     # The first failed step and the refusal's own reason, on one line, without its stack.
     assert failed.startswith(f"Failed:  step {first.step_key}: Failure: ")
-    assert "analysis.minimum_forces" in failed
+    assert "analysis.minimum_forces" in failed and "events.Failure" not in failed
     assert f"http://127.0.0.1:3000/runs/{run_id}" in text
     assert str((out / "logs" / "runs.jsonl").resolve()) in text
     for stack in ("Traceback", "Stack Trace", 'File "', ".py"):
@@ -159,6 +159,7 @@ def test_a_run_failing_outside_any_step_is_reported_and_nothing_is_sent_when_dis
         assert len(inbox.messages) == 1
         failed = next(line for line in body(inbox.messages[0][2]).splitlines() if "Failed" in line)
         assert failed.startswith("Failed:  before or between steps: NotADirectoryError: ")
+        assert failed.count("NotADirectoryError") == 1
 
         # The sensor reads the config at each failure: switched off, it sends nothing.
         config.write_text(config.read_text().replace("enabled: true", "enabled: false"))
