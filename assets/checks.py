@@ -1,0 +1,168 @@
+"""Asset checks on the models and the reports, each with the severity that fits it.
+
+The logic is `evaluation.checks` (no Dagster); here each verdict becomes a check on the asset
+a researcher reads it beside:
+
+- warnings (the result stands, read it with care): covariate balance after weighting, the
+  proportional-hazards screen;
+- errors (a result is wrong or missing): model convergence, results.json against its
+  contract, the independent re-fits of the primary Cox model and the Kaplan-Meier curves
+  with lifelines;
+- blocking (nothing is published): disclosure control and the language check of every page
+  and CSV of the three reports, which `publication` waits for.
+
+Checks live in their own module, beside the assets' modules, so that each asset keeps one
+job: the checks read the assets as their inputs (through the IO manager).
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+
+from evaluation import checks
+from evaluation.weighting import balance_verdict
+from pipelines.resources import StudyResource
+
+WARN, ERROR = dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR
+
+
+def _result(outcome: checks.CheckOutcome, severity: dg.AssetCheckSeverity) -> dg.AssetCheckResult:
+    metadata = {
+        k: v if isinstance(v, int | float | str) else dg.MetadataValue.json(v)
+        for k, v in outcome.metadata.items()
+    }
+    return dg.AssetCheckResult(
+        passed=outcome.passed,
+        severity=severity,
+        description=outcome.description,
+        metadata=metadata,
+    )
+
+
+@dg.asset_check(
+    asset="table_one",
+    description="Covariate balance after weighting: every standardised mean difference below "
+    "0.1 (analysis plan). A warning: the estimates stand, but read them with the covariates "
+    "named.",
+)
+def covariates_balanced(study: StudyResource, table_one: pl.DataFrame) -> dg.AssetCheckResult:
+    verdict = balance_verdict(table_one.to_pandas(), 0.1)
+    summary = {"verdict": verdict, "weighting": study.cfg.analysis.weighting}
+    return _result(checks.balance(summary), WARN)
+
+
+@dg.asset_check(
+    asset="cox_estimates",
+    description="Every Cox model (primary, adjusted unweighted, naive; every outcome) "
+    "converged. An error: a model that did not converge has no estimate to report.",
+)
+def cox_models_converged(cox_estimates: pl.DataFrame) -> dg.AssetCheckResult:
+    return _result(checks.cox_convergence(cox_estimates.to_pandas()), ERROR)
+
+
+@dg.asset_check(
+    asset="cox_estimates",
+    additional_ins={"weighted_cohort": dg.AssetIn("weighted_cohort")},
+    description="The primary Cox model of the primary outcome re-fitted with lifelines' "
+    "CoxPHFitter (Efron ties, the same weights): every hazard ratio agrees to 1e-6.",
+)
+def cox_matches_lifelines(
+    study: StudyResource, cox_estimates: pl.DataFrame, weighted_cohort: pl.DataFrame
+) -> dg.AssetCheckResult:
+    cfg = study.cfg
+    outcome = checks.cox_against_lifelines(
+        weighted_cohort.to_pandas(),
+        cox_estimates.to_pandas(),
+        cfg.analysis.primary_outcome,
+        weighted=cfg.analysis.weighting != "none",
+    )
+    return _result(outcome, ERROR)
+
+
+@dg.asset_check(
+    asset="survival_curves",
+    additional_ins={"weighted_cohort": dg.AssetIn("weighted_cohort")},
+    description="The Kaplan-Meier curves of the primary outcome (each arm) re-estimated with "
+    "lifelines' KaplanMeierFitter (the same weights): agreement to 1e-6 at every time.",
+)
+def km_matches_lifelines(
+    study: StudyResource, survival_curves: pl.DataFrame, weighted_cohort: pl.DataFrame
+) -> dg.AssetCheckResult:
+    cfg = study.cfg
+    outcome = checks.km_against_lifelines(
+        weighted_cohort.to_pandas(),
+        survival_curves.to_pandas(),
+        cfg.analysis.primary_outcome,
+        weighted=cfg.analysis.weighting != "none",
+    )
+    return _result(outcome, ERROR)
+
+
+@dg.asset_check(
+    asset="proportional_hazards",
+    description="The proportional-hazards screen of the primary models: no pilot, global or "
+    "pilot x late follow-up test with p < 0.05. A warning: where it fails, read the RMST "
+    "difference beside the hazard ratio.",
+)
+def hazards_proportional(proportional_hazards: pl.DataFrame) -> dg.AssetCheckResult:
+    return _result(checks.proportional_hazards(proportional_hazards.to_pandas()), WARN)
+
+
+@dg.asset_check(
+    asset="results_json",
+    description="results.json against its contract (analysis plan): the run's keys, every "
+    "estimate's keys, method and measure vocabularies, status, ci_low <= estimate <= ci_high.",
+)
+def results_meet_contract(results_json: dict) -> dg.AssetCheckResult:
+    return _result(checks.results_contract(results_json), ERROR)
+
+
+REPORTS = ("evaluation_report", "force_reports", "data_quality_report")
+DISCLOSURE = (
+    "Disclosure control re-run over every CSV and page of this report about to be published: "
+    "each count <min_cell or a multiple of round_to >= min_cell. Blocking: if it fails, "
+    "nothing is published."
+)
+LANGUAGE = (
+    "The language check (language.avoid) on every page and CSV of this report about to be "
+    "published. Blocking: if it fails, nothing is published."
+)
+
+
+def _publishable(report: str) -> dg.AssetChecksDefinition:
+    """The two blocking checks of one report's files, in one step (the files are loaded
+    once); each is its own check, so the UI shows which report failed which."""
+
+    @dg.multi_asset_check(
+        name=f"{report}_publishable",
+        specs=[
+            dg.AssetCheckSpec(
+                "disclosure_control", asset=report, blocking=True, description=DISCLOSURE
+            ),
+            dg.AssetCheckSpec(
+                "person_centred_language", asset=report, blocking=True, description=LANGUAGE
+            ),
+        ],
+        ins={"files": dg.AssetIn(report)},
+    )
+    def publishable(study: StudyResource, files: dict[str, str]):
+        cfg = study.cfg
+        for name, outcome in (
+            ("disclosure_control", checks.disclosure(files, cfg.disclosure)),
+            ("person_centred_language", checks.language(files, cfg)),
+        ):
+            result = _result(outcome, ERROR)
+            yield dg.AssetCheckResult(
+                asset_key=report,
+                check_name=name,
+                passed=result.passed,
+                severity=result.severity,
+                description=result.description,
+                metadata=result.metadata,
+            )
+
+    return publishable
+
+
+report_checks = [_publishable(report) for report in REPORTS]
