@@ -260,3 +260,38 @@ def test_the_results_contract_check_fails_on_each_breach(breakage):
     doc = _results()
     breakage(doc)
     assert not checks.results_contract(doc).passed
+
+
+# --------------------------------------------------------------------------------------------
+# The graph's checks, as a snapshot: a change to them is a visible diff
+# --------------------------------------------------------------------------------------------
+CHECKS = {
+    ("raw_delivery", "delivery_conforms", True),
+    ("table_one", "covariates_balanced", False),
+    ("cox_estimates", "cox_models_converged", False),
+    ("cox_estimates", "cox_matches_lifelines", False),
+    ("survival_curves", "km_matches_lifelines", False),
+    ("proportional_hazards", "hazards_proportional", False),
+    ("results_json", "results_meet_contract", False),
+    ("evaluation_report", "disclosure_control", True),
+    ("evaluation_report", "person_centred_language", True),
+    ("force_reports", "disclosure_control", True),
+    ("force_reports", "person_centred_language", True),
+    ("data_quality_report", "disclosure_control", True),
+    ("data_quality_report", "person_centred_language", True),
+}
+
+
+def test_every_check_of_the_graph_with_whether_it_blocks(tmp_path):
+    from pipelines.definitions import build_definitions
+
+    defs = build_definitions(str(PILOT_CONFIG), str(tmp_path / "drop"), str(tmp_path / "out"))
+    graph = defs.resolve_asset_graph()
+    specs = {
+        (key.asset_key.to_user_string(), key.name, graph.get_check_spec(key).blocking)
+        for key in graph.asset_check_keys
+    }
+    assert specs == CHECKS
+    # Publication waits for every blocking check of the reports (Dagster skips it if one fails).
+    evaluation = defs.resolve_job_def("evaluation")
+    assert {"publication", "evaluation_report_publishable"} <= {n.name for n in evaluation.nodes}
