@@ -67,7 +67,6 @@ def per_asset_seconds(dagster_home: Path) -> dict[str, float]:
     """Seconds per step (asset) summed over every run in the instance, from its event log."""
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     import dagster as dg
-    from dagster._core.events import DagsterEventType
 
     instance = dg.DagsterInstance.get()
     totals: dict[str, float] = {}
@@ -78,9 +77,9 @@ def per_asset_seconds(dagster_home: Path) -> dict[str, float]:
             if ev is None or not entry.step_key:
                 continue
             key = entry.step_key
-            if ev.event_type == DagsterEventType.STEP_START:
+            if ev.event_type == dg.DagsterEventType.STEP_START:
                 starts[key] = entry.timestamp
-            elif ev.event_type == DagsterEventType.STEP_SUCCESS and key in starts:
+            elif ev.event_type == dg.DagsterEventType.STEP_SUCCESS and key in starts:
                 name = "raw_delivery (per delivery, summed)" if key == "raw_delivery" else key
                 totals[name] = totals.get(name, 0.0) + entry.timestamp - starts.pop(key)
     instance.dispose()

@@ -30,6 +30,8 @@ if TYPE_CHECKING:  # imported when a run starts, after validation has been start
     from pipelines.resources import StudyResource
 
 LOCAL_INSTANCE_YAML = Path(__file__).resolve().parents[1] / "config" / "dagster.yaml"
+# Storage classes that earlier copies of config/dagster.yaml named (removed: private API).
+RETIRED_STORAGE = "pipelines.storage"
 # The CLI prints its own progress, the assets' warnings after each run and a failure as one
 # line; Dagster's console log (which prints tracebacks) stays quiet. Every run's events are
 # also in OUT/logs/runs.jsonl and, in full, in the Dagster instance.
@@ -50,15 +52,27 @@ class RunSummary:
 
 
 def local_instance(out: Path) -> dg.DagsterInstance:
-    """The Dagster instance for CLI runs: $DAGSTER_HOME if set, else `<out>/dagster` with the
-    local settings (SQLite, in-process, telemetry off) from config/dagster.yaml."""
+    """The Dagster instance for CLI runs: $DAGSTER_HOME if set (a shared installation), else
+    the study's own, `<out>/dagster`, so each study keeps its own runs and partitions. Its
+    dagster.yaml follows config/dagster.yaml (SQLite, in-process, telemetry off)."""
     home = os.environ.get("DAGSTER_HOME")
-    if not home:
+    if home:
+        settings = Path(home) / "dagster.yaml"
+        if settings.is_file() and RETIRED_STORAGE in settings.read_text():
+            raise RunError(
+                f"{settings} names {RETIRED_STORAGE}, which dpf-eval no longer has: copy "
+                "config/dagster.yaml over it (the run history is kept)"
+            )
+    else:
         home_path = (out / "dagster").resolve()
         home_path.mkdir(parents=True, exist_ok=True)
         target = home_path / "dagster.yaml"
-        if not target.exists():
-            target.write_text(LOCAL_INSTANCE_YAML.read_text())
+        wanted = LOCAL_INSTANCE_YAML.read_text()
+        # A copy made by an earlier version is replaced (Dagster's files, the history, stay).
+        if not target.exists() or target.read_text() != wanted:
+            staged = target.with_name("dagster.yaml.new")
+            staged.write_text(wanted)
+            staged.replace(target)
         os.environ["DAGSTER_HOME"] = str(home_path)
     import dagster as dg
 

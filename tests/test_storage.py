@@ -1,21 +1,31 @@
-"""The local instance's SQLite storage (pipelines/storage.py): Dagster's layout and behaviour,
-with each database's engine kept for the process, and the shared databases' connections."""
+"""The local Dagster instance (config/dagster.yaml): Dagster's own SQLite storage and run
+queue, set through public settings only, and one instance per study, in OUT/dagster, shared by
+`dpf-eval run` and `make ui` for that study."""
 
-import collections
 import os
-import shutil
-import sqlite3
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import dagster as dg
 import pytest
-import sqlalchemy as sa
+import yaml
 
-from pipelines import storage
-from tests.conftest import LOCAL_INSTANCE
+from pipelines.runner import RunError, local_instance
+from tests.conftest import LOCAL_INSTANCE, ROOT
+
+# What config/dagster.yaml said before it used Dagster's own storage: an instance made then
+# still has this copy.
+EARLIER_SETTINGS = """\
+telemetry:
+  enabled: false
+run_storage:
+  module: pipelines.storage
+  class: LocalRunStorage
+event_log_storage:
+  module: pipelines.storage
+  class: LocalEventLogStorage
+"""
 
 
 @dg.asset
@@ -23,154 +33,149 @@ def numbers() -> list[int]:
     return [1, 2, 3]
 
 
-def _instance(home: Path, local_config: bool = True) -> dg.DagsterInstance:
-    """The instance in `home` (as $DAGSTER_HOME), with config/dagster.yaml or Dagster's
-    default storage."""
-    if local_config:
-        shutil.copy(LOCAL_INSTANCE, home / "dagster.yaml")
-    else:  # Dagster's default storage
-        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    return dg.DagsterInstance.from_config(str(home))
+def test_local_settings_are_dagsters_own_storage_and_run_queue():
+    settings = yaml.safe_load(LOCAL_INSTANCE.read_text())
+    assert settings["telemetry"] == {"enabled": False}
+    # No class named by module path: Dagster's defaults, and its `concurrency:` settings.
+    assert not {"run_storage", "event_log_storage", "run_coordinator"} & set(settings)
+    runs = settings["concurrency"]["runs"]
+    assert {"key": "dpf-eval/writes-outputs", "limit": 1} in runs["tag_concurrency_limits"]
+
+    home = Path(os.environ["DAGSTER_HOME"])  # conftest: a copy of config/dagster.yaml
+    with dg.DagsterInstance.get() as instance:
+        for storage in (instance.run_storage, instance.event_log_storage):
+            assert type(storage).__module__.split(".")[0] == "dagster", type(storage)
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        result = dg.materialize([numbers], instance=instance)
+        assert result.success
+        assert instance.get_run_by_id(result.run_id).is_success
+    # Dagster's own layout under the instance folder
+    assert (home / "history" / "runs.db").exists()
+    assert (home / "history" / "runs" / f"{result.run_id}.db").exists()
 
 
-@pytest.fixture(autouse=True)
-def _home_is_tmp_path(tmp_path, monkeypatch):
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+def test_a_study_instance_made_by_an_earlier_version_keeps_its_history(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    home = out / "dagster"
+    home.mkdir(parents=True)
+    # The earlier storage classes wrote Dagster's own files in Dagster's layout.
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with dg.DagsterInstance.from_config(str(home)) as earlier:
+        before = dg.materialize([numbers], instance=earlier).run_id
+    (home / "dagster.yaml").write_text(EARLIER_SETTINGS)
+    monkeypatch.delenv("DAGSTER_HOME")  # the CLI then uses the study's own instance
+
+    with local_instance(out) as instance:
+        assert (home / "dagster.yaml").read_text() == LOCAL_INSTANCE.read_text()
+        assert instance.get_run_by_id(before).is_success
+        after = dg.materialize([numbers], instance=instance).run_id
+        assert {r.dagster_run.run_id for r in instance.get_run_records()} == {before, after}
 
 
-def test_local_instance_keeps_dagster_default_layout(tmp_path):
-    instance = _instance(tmp_path)
-    assert isinstance(instance.run_storage, storage.LocalRunStorage)
-    assert isinstance(instance.event_log_storage, storage.LocalEventLogStorage)
-    result = dg.materialize([numbers], instance=instance)
-    assert result.success
-    run_id = result.run_id
-    assert (tmp_path / "history" / "runs.db").exists()
-    assert (tmp_path / "history" / "runs" / "index.db").exists()
-    assert (tmp_path / "history" / "runs" / f"{run_id}.db").exists()
-    assert instance.get_run_by_id(run_id).is_success
-    event = instance.get_latest_materialization_event(dg.AssetKey("numbers"))
-    assert event is not None and event.run_id == run_id
+def test_a_shared_instance_with_the_earlier_settings_is_refused_in_one_line(tmp_path, monkeypatch):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "dagster.yaml").write_text(EARLIER_SETTINGS)
+    monkeypatch.setenv("DAGSTER_HOME", str(shared))
+    with pytest.raises(RunError) as refused:
+        local_instance(tmp_path / "out")
+    message = str(refused.value)
+    assert "\n" not in message
+    assert str(shared / "dagster.yaml") in message and "config/dagster.yaml" in message
+    assert (shared / "dagster.yaml").read_text() == EARLIER_SETTINGS  # the operator's file
 
 
-def test_history_written_by_dagster_default_storage_stays_readable(tmp_path):
-    before = dg.materialize([numbers], instance=_instance(tmp_path, local_config=False))
-    instance = _instance(tmp_path)  # the same folder, now with config/dagster.yaml
-    assert isinstance(instance.event_log_storage, storage.LocalEventLogStorage)
-    assert instance.get_run_by_id(before.run_id).is_success
-    assert len(instance.all_logs(before.run_id)) == len(
-        _instance(tmp_path, local_config=False).all_logs(before.run_id)
-    )
-    after = dg.materialize([numbers], instance=instance)
-    latest = instance.get_latest_materialization_event(dg.AssetKey("numbers"))
-    assert latest.run_id == after.run_id
+# A study's run, as far as its instance is concerned: the CLI's choice of instance, its
+# deliveries registered as partitions (as pipelines/runner.py does), and one run.
+STUDY_RUN = """
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from pipelines.runner import local_instance
+from tests.test_storage import numbers
+
+instance = local_instance(Path(sys.argv[1]))
+instance.add_dynamic_partitions("deliveries", sys.argv[2:])
+print(dg.materialize([numbers], instance=instance).run_id)
+"""
 
 
-def test_a_run_builds_one_engine_per_database(tmp_path):
-    instance = _instance(tmp_path)
-    storage.engine.cache_clear()
-    result = dg.materialize([numbers], instance=instance)
-    events = len(instance.all_logs(result.run_id))
-    info = storage.engine.cache_info()
-    # runs.db, the event-log index and the run's own database; Dagster built one per statement
-    assert info.currsize == 3, info
-    assert info.hits > events, (info, events)
+def _without_dagster_home() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
 
 
-@pytest.fixture
-def connections_opened():
-    """Counts the SQLite connections opened, by database file name."""
-    opened = collections.Counter()
-
-    def count(dbapi_conn, _record):
-        path = dbapi_conn.execute("PRAGMA database_list").fetchone()[2]
-        opened[Path(path).name] += 1
-
-    sa.event.listen(sa.pool.Pool, "connect", count)
-    yield opened
-    sa.event.remove(sa.pool.Pool, "connect", count)
-
-
-def test_shared_databases_keep_their_connections(tmp_path, connections_opened):
-    instance = _instance(tmp_path)
-    dg.materialize([numbers], instance=instance)  # makes the databases
-    connections_opened.clear()
-    runs = [dg.materialize([numbers], instance=instance).run_id for _ in range(2)]
-    # runs.db and the index: no new connection (Dagster opened one for every statement);
-    # each run's own database: still one per statement, for the UI's live view
-    assert connections_opened["runs.db"] == 0, connections_opened
-    assert connections_opened["index.db"] == 0, connections_opened
-    for run_id in runs:
-        assert connections_opened[f"{run_id}.db"] >= len(instance.all_logs(run_id)) > 10
-
-
-def test_another_process_sees_what_each_commits(tmp_path):
-    instance = _instance(tmp_path)
-    mine = dg.materialize([numbers], instance=instance).run_id  # leaves connections open
-    code = (
-        "import dagster as dg; from tests.test_storage import numbers; "
-        f"i = dg.DagsterInstance.from_config({str(tmp_path)!r}); "
-        "seen = [r.dagster_run.run_id for r in i.get_run_records()]; "
-        "print(' '.join(seen)); print(dg.materialize([numbers], instance=i).run_id)"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
+def _run_study(out: Path, deliveries: list[str]) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", STUDY_RUN, str(out), *deliveries],
+        cwd=ROOT,
+        env=_without_dagster_home(),
         capture_output=True,
         text=True,
-        check=True,
-        cwd=Path(__file__).parents[1],
-        env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
-    ).stdout.split("\n")
-    seen_there, theirs = out[0].split(), out[1]
-    assert seen_there == [mine]
-    assert {r.dagster_run.run_id for r in instance.get_run_records()} == {mine, theirs}
-    latest = instance.get_latest_materialization_event(dg.AssetKey("numbers"))
-    assert latest.run_id == theirs
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.split()[-1]
 
 
-def test_an_instance_made_again_in_the_same_place_writes_the_new_files(tmp_path):
-    dg.materialize([numbers], instance=_instance(tmp_path))
-    shutil.rmtree(tmp_path / "history")  # connections to the old files are still pooled
-    second = dg.materialize([numbers], instance=_instance(tmp_path)).run_id
-    on_disk = _instance(tmp_path, local_config=False)  # Dagster's own storage, fresh engines
-    assert [r.dagster_run.run_id for r in on_disk.get_run_records()] == [second]
-    assert on_disk.get_latest_materialization_event(dg.AssetKey("numbers")).run_id == second
-    with sqlite3.connect(tmp_path / "history" / "runs" / "index.db") as index:
-        (stored,) = index.execute("SELECT count(*) FROM event_logs").fetchone()
-    assert stored > 0
+def test_each_study_keeps_its_own_runs_and_partitions(tmp_path):
+    # The same FORCE|DATE in both studies: in one instance, its history would be shared.
+    first, second = tmp_path / "first" / "out", tmp_path / "second" / "out"
+    first_run = _run_study(first, ["ASH|2025-01-31", "BRK|2025-01-31"])
+    second_run = _run_study(second, ["ASH|2025-01-31", "CLM|2025-02-28"])
+
+    for out, run_id, keys in (
+        (first, first_run, ["ASH|2025-01-31", "BRK|2025-01-31"]),
+        (second, second_run, ["ASH|2025-01-31", "CLM|2025-02-28"]),
+    ):
+        with dg.DagsterInstance.from_config(str(out / "dagster")) as instance:
+            assert instance.get_dynamic_partitions("deliveries") == keys
+            assert [r.dagster_run.run_id for r in instance.get_run_records()] == [run_id]
 
 
-def test_a_forked_process_does_not_use_the_parent_connections(tmp_path):
-    instance = _instance(tmp_path)
-    dg.materialize([numbers], instance=instance)
-    kept = [e for e in storage._POOLED if e.pool.checkedin()]
-    assert kept, "the run left no connection in a pool"
-    pid = os.fork()
-    if pid == 0:  # the child: its pools start empty
-        os._exit(0 if all(e.pool.checkedin() == 0 for e in kept) else 1)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert all(e.pool.checkedin() > 0 for e in kept)  # the parent's are untouched
+def _make(*args: str, **env: str) -> str:
+    done = subprocess.run(
+        ["make", "--no-print-directory", *args],
+        cwd=ROOT,
+        env={**_without_dagster_home(), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
-def test_the_ui_live_view_sees_each_event_as_it_is_stored(tmp_path):
-    """The UI follows a run by watching its event-log file: storing an event must still write
-    that file (the run's own database gets a connection per statement, not a kept one)."""
-    instance = _instance(tmp_path)
-    run_id = dg.materialize([numbers], instance=instance).run_id
-    seen = threading.Event()
-    messages = []
+def _ui_command(dry_run: str) -> str:
+    (line,) = [ln for ln in dry_run.replace("\\\n", " ").splitlines() if " dev " in ln]
+    return line
 
-    def on_event(entry, _cursor):
-        messages.append(entry.message)
-        if "still watching" in entry.message:
-            seen.set()
 
-    cursor = str(instance.event_log_storage.get_records_for_run(run_id).cursor)
-    instance.event_log_storage.watch(run_id, cursor, on_event)
-    try:
-        instance.report_engine_event("still watching", instance.get_run_by_id(run_id))
-        assert seen.wait(10), messages
-    finally:
-        instance.event_log_storage.end_watch(run_id, on_event)
-        instance.dispose()
+def test_make_ui_shows_the_study_named_by_dpf_variables(tmp_path):
+    study = {
+        "DPF_CONFIG": str(tmp_path / "study.yaml"),
+        "DPF_DROP": str(tmp_path / "drop"),
+        "DPF_OUT": str(tmp_path / "out"),
+    }
+    ui = _ui_command(_make("-n", "ui", *(f"{k}={v}" for k, v in study.items())))
+    for name, path in study.items():
+        assert f'{name}="{path}"' in ui, ui
+    assert f'DAGSTER_HOME="{tmp_path / "out" / "dagster"}"' in ui, ui
+    assert "-h 127.0.0.1" in ui, ui
+
+    # Without DPF_* it is the demo's study, whose instance `make demo` (dpf-eval demo) uses.
+    demo = _ui_command(_make("-n", "ui"))
+    assert f'DPF_OUT="{ROOT / "var" / "demo" / "out"}"' in demo, demo
+    assert f'DAGSTER_HOME="{ROOT / "var" / "demo" / "out" / "dagster"}"' in demo, demo
+
+    # An operator's DAGSTER_HOME (a shared installation) is used as it is.
+    shared = _ui_command(_make("-n", "ui", DAGSTER_HOME="/srv/dpf-eval/dagster"))
+    assert 'DAGSTER_HOME="/srv/dpf-eval/dagster"' in shared, shared
+
+
+def test_make_gives_no_instance_of_its_own_to_the_commands_it_runs():
+    """`make demo` and `make test` leave the choice to `dpf-eval` (OUT/dagster) and the tests
+    (a folder each): no DAGSTER_HOME shared by every study."""
+    out = _make("-s", "--eval", 'show-home: ; @echo "[$$DAGSTER_HOME]"', "show-home")
+    assert out.strip() == "[]"
