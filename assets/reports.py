@@ -191,7 +191,9 @@ def publication(
     evaluation_report: dict[str, str],
     force_reports: dict[str, str],
     data_quality_report: dict[str, str],
+    results_json: dict,
 ) -> dg.MaterializeResult:
+    from evaluation.in_use import extracts_fingerprint, write_last_evaluated
     from evaluation.publish import check_files, publish_edition
 
     cfg = study.cfg
@@ -199,6 +201,12 @@ def publication(
     check_files(files, cfg)
     name = f"{cfg.study.data_cutoff.isoformat()}-{context.run_id[:8]}"
     edition = publish_edition(Path(study.out), files, name)
+    # The set of deliveries (and the config and code) the published evaluation used:
+    # `dpf-eval run` on an unchanged drop then recomputes nothing, whoever started this run.
+    run = results_json["run"]
+    used = extracts_fingerprint(run["extracts"])
+    keep = {"config_sha256": run["config_sha256"], "code_version": run["code_version"]}
+    write_last_evaluated(study.out, {**used, **keep, "edition": str(edition)}, context.run_id)
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(study.published)),

@@ -4,6 +4,7 @@
     dpf-eval run   --config FILE --drop DROP --out OUT
     dpf-eval check DELIVERY_DIR --config FILE [--json]
     dpf-eval demo  [--out DIR]
+    dpf-eval --version
 
 Exit codes: 0 success, 1 failure (invalid delivery, failed run), 2 usage error.
 Bad input gets a one-line reason, never a traceback.
@@ -30,35 +31,109 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def _version() -> str:
+    """The package version and, in a git checkout, the commit."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from evaluation.results import code_version
+
+    try:
+        package = version("dpf-eval")
+    except PackageNotFoundError:
+        package = "(not installed)"
+    commit = code_version()  # the package version again outside a git checkout
+    return f"dpf-eval {package}" + (f" (commit {commit})" if commit != package else "")
+
+
+class _Version(argparse.Action):
+    """--version, computed only when asked for (it asks git)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_version())
+        raise SystemExit(0)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="dpf-eval",
         description="Evaluation pipeline for the Desistance Practice Framework pilot.",
+        epilog="Exit codes: 0 success, 1 failure (a one-line reason), 2 usage error. "
+        "`dpf-eval COMMAND --help` describes each command.",
     )
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p.add_argument("--version", action=_Version)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+    config = {"required": True, "metavar": "FILE", "help": "the study config (YAML)"}
 
-    s = sub.add_parser("synth", help="write synthetic deliveries (one per force) and truth.json")
-    s.add_argument("--config", required=True)
-    s.add_argument("--out", required=True, help="drop folder to write into")
-    s.add_argument("--seed", type=int, default=1)
-    s.add_argument("--scale", type=float, default=1.0, help="multiplies the number of people")
-    s.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    s = sub.add_parser(
+        "synth",
+        help="write synthetic deliveries (one per force) and truth.json",
+        description="Write one synthetic delivery per force of the study, in the layout of "
+        "the extract specification, and truth.json (the true effects used).",
+    )
+    s.add_argument("--config", **config)
+    s.add_argument("--out", required=True, metavar="DROP", help="drop folder to write into")
+    s.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    s.add_argument(
+        "--scale", type=float, default=1.0, help="multiplies the number of people (default 1)"
+    )
+    s.add_argument(
+        "--format", choices=("csv", "parquet"), default="csv", help="table format (default csv)"
+    )
 
-    r = sub.add_parser("run", help="validate deliveries and materialise the whole asset graph")
-    r.add_argument("--config", required=True)
-    r.add_argument("--drop", required=True)
-    r.add_argument("--out", required=True)
+    r = sub.add_parser(
+        "run",
+        help="validate deliveries and materialise the whole asset graph",
+        description="Validate every new or changed delivery (one run of the ingest_and_validate "
+        "job), then run the evaluation job: cohort, models, reports, published as a new "
+        "edition. Both are runs of the code location's jobs in the study's Dagster instance, "
+        "listed in the UI. On an unchanged drop nothing is recomputed.",
+    )
+    r.add_argument("--config", **config)
+    r.add_argument(
+        "--drop", required=True, metavar="DROP", help="the drop folder: DROP/<force>/<date>/"
+    )
+    r.add_argument(
+        "--out",
+        required=True,
+        metavar="OUT",
+        help="the output folder (published/, restricted/, logs/; one run at a time writes it)",
+    )
+    r.add_argument(
+        "--recompute",
+        action="store_true",
+        help="run the evaluation even if nothing has changed since the last one",
+    )
 
-    c = sub.add_parser("check", help="validate one delivery folder before sending it")
-    c.add_argument("delivery_dir")
-    c.add_argument("--config", required=True)
+    c = sub.add_parser(
+        "check",
+        help="validate one delivery folder before sending it",
+        description="Run the pipeline's validation rules on one delivery folder, without "
+        "modifying it. Exit 0 valid (warnings allowed), 1 invalid, 2 usage error.",
+    )
+    c.add_argument("delivery_dir", metavar="DELIVERY_DIR", help="the delivery folder to check")
+    c.add_argument("--config", **config)
     c.add_argument("--json", action="store_true", help="print the findings as JSON")
 
-    d = sub.add_parser("demo", help="synthesise the demo study and run the pipeline on it")
+    d = sub.add_parser(
+        "demo",
+        help="synthesise the demo study and run the pipeline on it",
+        description="Write the demo study's synthetic deliveries (if not there yet) and run "
+        "the pipeline on them.",
+    )
     d.add_argument("--out", default=DEMO_DIR, help=f"working folder (default {DEMO_DIR})")
-    d.add_argument("--seed", type=int, default=1)
-    d.add_argument("--scale", type=float, default=1.0)
+    d.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    d.add_argument(
+        "--scale", type=float, default=1.0, help="multiplies the number of people (default 1)"
+    )
     return p
+
+
+def _usage(message: str) -> int:
+    print(f"dpf-eval: {message}", file=sys.stderr)
+    return 2
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -66,8 +141,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from evaluation.synth import generate_study, write_study
 
     if args.scale <= 0:
-        print("dpf-eval: --scale must be positive", file=sys.stderr)
-        return 2
+        return _usage("--scale must be positive")
     cfg = load_config(args.config)
     print(f"generating {len(cfg.forces)} forces (seed {args.seed}, scale {args.scale}) ...")
     study = generate_study(cfg, seed=args.seed, scale=args.scale)
@@ -79,12 +153,25 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _run(config: str, drop: str, out: str, recompute: bool = False) -> int:
+    """`run`'s body: usage errors (a config that cannot be read, a drop folder that is not
+    there, an output folder that is a file) stop it before anything is created."""
+    from evaluation.config import load_config
+
+    cfg = load_config(config)  # ConfigError: exit 2
+    if not Path(drop).is_dir():
+        return _usage(f"--drop: no such folder: {drop}")
+    if os.path.lexists(out) and not Path(out).is_dir():
+        return _usage(f"--out: not a folder: {out}")
     from pipelines.runner import print_summary, run_pipeline
 
-    summary = run_pipeline(args.config, args.drop, args.out)
-    print_summary(summary)
+    summary = run_pipeline(config, drop, out, recompute=recompute)
+    print_summary(summary, cfg)
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _run(args.config, args.drop, args.out, args.recompute)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -94,8 +181,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pipelines.runner import print_summary, run_pipeline
-
     base = Path(args.out)
     drop, out = base / "drop", base / "out"
     if drop.exists() and any(drop.iterdir()):
@@ -108,8 +193,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         if rc:
             return rc
-    summary = run_pipeline(DEMO_CONFIG, str(drop), str(out))
-    print_summary(summary)
+    rc = _run(DEMO_CONFIG, str(drop), str(out))
+    if rc:
+        return rc
     print("Open the report in a browser; `make ui` shows the asset graph on localhost.")
     return 0
 
@@ -131,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"dpf-eval: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return _reader_gone()
     except (RunError, DeliveryError, FileExistsError) as exc:
         print(f"dpf-eval: {exc}", file=sys.stderr)
         return 1
@@ -144,13 +232,26 @@ def main(argv: list[str] | None = None) -> int:
         os.umask(umask)  # for a caller in the same process (tests)
 
 
+def _reader_gone() -> int:
+    """The reader of our output stopped reading (`dpf-eval check --json DIR | head -1`):
+    nothing more to say, and nothing to complain about. What is still buffered goes
+    nowhere, and the exit code is the shell's for a closed pipe (128 + SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141
+
+
 def entry() -> None:
     """The `dpf-eval` command. Once a command has finished and its output is flushed, the
     process ends at once: tearing down an interpreter that holds Dagster, pandas, polars and
     statsmodels takes most of a second, and nothing is left to do."""
     code = main()
     logging.shutdown()
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = _reader_gone()
     sys.stderr.flush()
     os._exit(code)
 

@@ -112,6 +112,18 @@ def build_definitions(
     )
 
 
+# The code location's name (pyproject.toml [tool.dagster]). A run started outside the UI is
+# tagged with it, so that the job's page in the UI lists it with the others.
+LOCATION_NAME = "dpf_eval"
+REPOSITORY_LABEL = {".dagster/repository": f"__repository__@{LOCATION_NAME}"}
+
+
+def study_job(name: str, config_path: str, drop: str, out: str) -> dg.JobDefinition:
+    """One of the code location's jobs for one study: what `dpf-eval run` executes, through
+    `dg.build_reconstructable_job("pipelines.definitions", "study_job", ...)`."""
+    return build_definitions(config_path, drop, out).resolve_job_def(name)
+
+
 # The processes that load this code location (dagster dev's code server, its run workers)
 # write restricted data: owner-only whatever umask they were started with (published/ is
 # opened up explicitly; StudyResource sets the output folder's modes when a run starts).

@@ -1,25 +1,33 @@
-"""Resources shared by every asset: the study (config and folders) and the IO manager."""
+"""Resources shared by every asset: the study (config and folders, and the single-writer
+lock on the output folder) and the IO manager."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import pickle
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import polars as pl
+from pydantic import PrivateAttr
 
 from assets.metadata import frame_metadata
 from evaluation.config import StudyConfig, load_config
 from evaluation.filemodes import prepare_out
 from evaluation.validation_store import ValidationStore, validation_root
+from pipelines.output_lock import output_lock
 
 DEFAULT_CONFIG = "config/pilot.yaml"
 DEFAULT_DROP = "var/drop"
 DEFAULT_OUT = "var/out"
+
+# Called with (instance, run id) as each run's StudyResource is set up in this process: the
+# CLI's window on the runs it starts (its progress lines; the tests' kill points).
+RUN_STARTED: list[Callable[[dg.DagsterInstance, str], None]] = []
 
 
 class StudyResource(dg.ConfigurableResource):
@@ -31,6 +39,7 @@ class StudyResource(dg.ConfigurableResource):
     config_path: str = DEFAULT_CONFIG
     drop: str = DEFAULT_DROP
     out: str = DEFAULT_OUT
+    _writing: contextlib.ExitStack | None = PrivateAttr(default=None)
 
     @cached_property
     def cfg(self) -> StudyConfig:
@@ -39,6 +48,17 @@ class StudyResource(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Before any step writes: restricted folders owner-only, the output folder readable.
         prepare_out(Path(self.out))
+        # Every run that writes this study's outputs holds the output folder's lock until its
+        # last step is done: a UI-launched or scheduled run and a CLI run never overlap.
+        self._writing = contextlib.ExitStack()
+        self._writing.enter_context(output_lock(Path(self.out), context.log.warning))
+        for started in RUN_STARTED:
+            started(context.instance, context.run_id)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._writing is not None:
+            self._writing.close()
+            self._writing = None
 
     @property
     def restricted(self) -> Path:

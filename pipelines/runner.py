@@ -6,20 +6,20 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import json
 import logging
 import os
 import re
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from evaluation.extracts import scan_drop
+from pipelines.output_lock import output_lock
 from pipelines.run_log import loggers_config
 
 if TYPE_CHECKING:  # imported when a run starts, after validation has been started
@@ -49,6 +49,8 @@ class RunSummary:
     quarantined: list[str]
     stale: list[str]
     seconds: float
+    nothing_new: bool = False  # the drop was unchanged: nothing was recomputed
+    forces: list[str] = field(default_factory=list)  # forces whose data the evaluation used
 
 
 def local_instance(out: Path) -> dg.DagsterInstance:
@@ -83,37 +85,42 @@ def local_instance(out: Path) -> dg.DagsterInstance:
 _OS_ERROR = re.compile(r"^\w+: \[Errno \d+\] (?P<reason>[^:]+): (?P<path>.+)$")
 
 
-def _first_error(result: dg.ExecuteInProcessResult) -> str:
-    for event in result.all_events:
-        if event.is_step_failure:
-            err = event.step_failure_data.error
-            while err is not None and err.cause is not None and "Failure" not in err.cls_name:
-                err = err.cause
-            msg = err.message.strip() if err else "unknown error"
-            first = msg.splitlines()[0] if msg else ""
-            # A full disk or a permission, whichever step met it: the reason and the path.
-            if os_error := _OS_ERROR.match(first):
-                path = os_error["path"]
-                quoted = len(path) > 1 and path[0] == path[-1] and path[0] in "'\""
-                if quoted and " -> " not in path:  # one path, not a rename's two
-                    path = path[1:-1]
-                return f"{os_error['reason']}: {path}"
-            return f"step {event.step_key} failed: {first}"
+def _first_error(result: dg.JobExecutionResult) -> str:
+    """The first failed step's reason in one line: a `dg.Failure`'s own description, else
+    the original exception (the last in its chain of causes)."""
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data
+        if data.user_failure_data is not None and data.user_failure_data.description:
+            return data.user_failure_data.description.strip().splitlines()[0]
+        err = data.error
+        while err is not None and err.cause is not None:
+            err = err.cause
+        msg = err.message.strip() if err else "unknown error"
+        first = msg.splitlines()[0] if msg else ""
+        # A full disk or a permission, whichever step met it: the reason and the path.
+        if os_error := _OS_ERROR.match(first):
+            path = os_error["path"]
+            quoted = len(path) > 1 and path[0] == path[-1] and path[0] in "'\""
+            if quoted and " -> " not in path:  # one path, not a rename's two
+                path = path[1:-1]
+            return f"{os_error['reason']}: {path}"
+        return f"step {event.step_key} failed: {first}"
     return "the run failed (see the Dagster UI or logs under the output folder)"
 
 
-def _only_quarantines(result: dg.ExecuteInProcessResult) -> bool:
-    """True if every failed step failed because a blocking check quarantined a delivery."""
+def _only_quarantines(result: dg.JobExecutionResult) -> bool:
+    """True if every failed step is one whose blocking check failed: a delivery quarantined,
+    not a run that broke."""
+    import dagster as dg
 
-    def verdict(err) -> bool:
-        while err is not None:
-            if err.cls_name == "DagsterAssetCheckFailedError":
-                return True
-            err = err.cause
-        return False
-
-    failures = [e for e in result.all_events if e.is_step_failure]
-    return all(verdict(e.step_failure_data.error) for e in failures)
+    refused = {
+        e.step_key
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        and e.asset_check_evaluation_data.blocking
+        and not e.asset_check_evaluation_data.passed
+    }
+    return all(e.step_key in refused for e in result.get_step_failure_events())
 
 
 def _echo_warnings(instance: dg.DagsterInstance, run_id: str, echo) -> None:
@@ -153,75 +160,99 @@ def _validating_in_background(config: str, store, out: Path, echo) -> Iterator[s
             )
 
 
-def _ingest(
-    defs: dg.Definitions, instance: dg.DagsterInstance, todo: list
-) -> dg.ExecuteInProcessResult:
+def _job(name: str, study: StudyResource) -> dg.ReconstructableJob:
+    """One of the code location's jobs for this study (`pipelines.definitions.study_job`): a
+    run of it is a run of that job, listed on the job's page in the UI."""
+    import dagster as dg
+
+    paths = {"config_path": study.config_path, "drop": study.drop, "out": study.out}
+    return dg.build_reconstructable_job(
+        "pipelines.definitions", "study_job", reconstructable_kwargs={"name": name, **paths}
+    )
+
+
+def _execute(name: str, study: StudyResource, instance, echo, tags=None) -> dg.JobExecutionResult:
+    """Run one job through the instance, printing each asset as it is materialised (under
+    the name the UI shows). The caller reads the result inside `with`."""
+    import dagster as dg
+
+    from pipelines.definitions import REPOSITORY_LABEL
+    from pipelines.resources import RUN_STARTED
+
+    def progress(instance: dg.DagsterInstance, run_id: str) -> None:
+        def done(entry: dg.EventLogEntry) -> None:
+            if entry.asset_materialization is not None:
+                key = entry.asset_materialization.asset_key.to_user_string()
+                part = entry.asset_materialization.partition
+                echo(f"  done: {key}" + (f" [{part}]" if part else ""))
+
+        instance.add_event_listener(run_id, done)
+
+    hooks = [progress, *_kill_points()]
+    RUN_STARTED.extend(hooks)
+    try:
+        return dg.execute_job(
+            _job(name, study),
+            instance=instance,
+            run_config=QUIET,
+            tags={**REPOSITORY_LABEL, **(tags or {})},
+        )
+    finally:
+        for hook in hooks:
+            RUN_STARTED.remove(hook)
+
+
+def _kill_points() -> list[Callable]:
+    """Tests only: under DPF_TEST_KILL_AT=event:N, every event a run stores is a kill point
+    (`evaluation.durable.kill_point`), counted from the run's first event."""
+    from evaluation.durable import KILL_AT, kill_point
+
+    if not os.environ.get(KILL_AT, "").startswith("event:"):
+        return []
+
+    def watch(instance: dg.DagsterInstance, run_id: str) -> None:
+        for _ in instance.all_logs(run_id):  # stored before the run's resources were set up
+            kill_point("event")
+        instance.add_event_listener(run_id, lambda _entry: kill_point("event"))
+
+    return [watch]
+
+
+def _ingest(study: StudyResource, instance: dg.DagsterInstance, todo: list, echo):
     """One ingest-and-validate run over the deliveries to validate: the range of delivery
     partitions from the first to the last of them (any unchanged delivery in between is
     read again and keeps its stored report)."""
     order = {key: i for i, key in enumerate(instance.get_dynamic_partitions("deliveries"))}
     keys = sorted((r.key for r in todo), key=order.__getitem__)
-    ingest = defs.resolve_job_def("ingest_and_validate")
     if len(keys) == 1:
-        return ingest.execute_in_process(
-            partition_key=keys[0],
-            instance=instance,
-            raise_on_error=False,
-            run_config=QUIET,
-            run_id=_run_id(instance),
-        )
-    return ingest.execute_in_process(
-        instance=instance,
-        raise_on_error=False,
-        run_id=_run_id(instance),
-        run_config=QUIET,
-        tags={
+        tags = {"dagster/partition": keys[0]}
+    else:
+        tags = {
             "dagster/asset_partition_range_start": keys[0],
             "dagster/asset_partition_range_end": keys[-1],
-        },
-    )
+        }
+    return _execute("ingest_and_validate", study, instance, echo, tags)
 
 
-def _run_id(instance: dg.DagsterInstance) -> str:
-    """A new run's id. Tests only: under DPF_TEST_KILL_AT=event:N, every event the run stores
-    is a kill point (`evaluation.durable.kill_point`)."""
-    from evaluation.durable import KILL_AT, kill_point
-
-    run_id = str(uuid.uuid4())
-    if os.environ.get(KILL_AT, "").startswith("event:"):
-        instance.add_event_listener(run_id, lambda _entry: kill_point("event"))
-    return run_id
-
-
-@contextlib.contextmanager
-def output_lock(out: Path, echo=print) -> Iterator[None]:
-    """One run at a time writes an output folder; a second waits for the first to finish."""
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / ".run.lock").open("w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            echo(f"another run is writing {out}; waiting for it to finish ...")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def run_pipeline(config: str, drop: str, out: str, echo=print) -> RunSummary:
-    """Validate new deliveries, then materialise the evaluation. Raises RunError."""
+def run_pipeline(
+    config: str, drop: str, out: str, echo=print, recompute: bool = False
+) -> RunSummary:
+    """Validate new deliveries, then materialise the evaluation, as runs of the code
+    location's jobs in the study's Dagster instance. Nothing is recomputed if nothing has
+    changed since the last published evaluation. Raises RunError."""
     from evaluation.config import load_config
     from evaluation.filemodes import prepare_out
 
     cfg = load_config(config)  # a bad config stops here, before any output folder is made
     prepare_out(Path(out))  # restricted folders owner-only, before anything is written
+    # Held across both runs (each run's StudyResource takes it again, re-entrantly): no other
+    # run writes OUT between this one's validation and its evaluation.
     with output_lock(Path(out), echo):
-        return _run_pipeline(config, cfg, Path(drop), Path(out), echo)
+        return _run_pipeline(config, cfg, Path(drop), Path(out), echo, recompute)
 
 
 def _run_pipeline(
-    config: str, cfg: StudyConfig, drop_path: Path, out_path: Path, echo
+    config: str, cfg: StudyConfig, drop_path: Path, out_path: Path, echo, recompute: bool
 ) -> RunSummary:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     from evaluation.validation_store import STAGED, ValidationStore, validation_root
@@ -236,6 +267,10 @@ def _run_pipeline(
         raise RunError(f"no deliveries found under {drop_path} (expected <force>/<YYYY-MM-DD>/)")
     out_path.mkdir(parents=True, exist_ok=True)
     store = ValidationStore(validation_root(out_path), drop_path, cfg)
+    # Decided before Dagster is imported: an unchanged drop costs a scan of the drop folder.
+    if not recompute and (said := _nothing_new(cfg, store, refs, out_path)):
+        echo(said)
+        return _summary(out_path, cfg, started, nothing_new=True)
     todo = [r for r in refs if store.stored(r) is None]
     t0 = time.perf_counter()
     # Validation starts first, on the second core; Dagster loads meanwhile.
@@ -245,11 +280,10 @@ def _run_pipeline(
         else contextlib.nullcontext()
     )
     with background as validating:
-        from pipelines.definitions import build_definitions
+        from pipelines.resources import StudyResource
 
         instance = local_instance(out_path)
-        defs = build_definitions(config, str(drop_path), str(out_path))
-        study = defs.resources["study"]
+        study = StudyResource(config_path=config, drop=str(drop_path), out=str(out_path))
         existing = set(instance.get_dynamic_partitions("deliveries"))
         new_keys = [r.key for r in refs if r.key not in existing]
         if new_keys:
@@ -258,23 +292,54 @@ def _run_pipeline(
             for line in validating.stdout:  # until it has read and staged (or has stopped)
                 if line.decode().strip() == STAGED:
                     break
-            result = _ingest(defs, instance, todo)
-            # The check has had the validator's reports (or the run failed): the staged copies
-            # are no longer needed. The validator may still be exiting; it is waited for once
-            # the evaluation is done.
-            store.clear_staged()
-            quarantined = _verdicts(instance, study, todo, result, echo)
+            with _ingest(study, instance, todo, echo) as result:
+                # The check has had the validator's reports (or the run failed): the staged
+                # copies are no longer needed. The validator may still be exiting; it is
+                # waited for once the evaluation is done.
+                store.clear_staged()
+                _verdicts(instance, study, todo, result, echo)
             echo(f"validated {len(todo)} deliveries in {time.perf_counter() - t0:.1f}s")
         else:
-            quarantined = []
             echo(f"all {len(refs)} deliveries already validated (same content)")
-        stale = _evaluate(defs, instance, echo)
+        _evaluate(study, instance, echo)
+    return _summary(out_path, cfg, started)
+
+
+def _nothing_new(cfg: StudyConfig, store: ValidationStore, refs: list, out: Path) -> str | None:
+    """If every delivery in the drop has a stored verdict for its present content, the set in
+    use is the one the last published evaluation used, and the study config is the same, the
+    sentence that says so; else None (there is something to compute). A new code version
+    alone recomputes nothing, as for the automation sensor: the record names it."""
+    from evaluation.in_use import in_use_fingerprint, read_last_evaluated, statuses_from_store
+
+    last = read_last_evaluated(out)
+    if last is None or last.get("config_sha256") != cfg.sha256:
+        return None
+    if not (out / "published").exists() or any(store.stored(r) is None for r in refs):
+        return None  # no edition to point at, or a new delivery or revision to validate
+    if in_use_fingerprint(statuses_from_store(cfg, out))["sha256"] != last["sha256"]:
+        return None
+    return (
+        f"nothing new since the last run: {len(refs)} deliveries, same content; "
+        f"the reports are in {os.path.abspath(out / 'published')}"
+    )
+
+
+def _summary(out: Path, cfg: StudyConfig, started: float, nothing_new=False) -> RunSummary:
+    """What the evaluation now published used, from the validation store and the record of
+    the last evaluation (the same whether this run recomputed or found nothing new)."""
+    from evaluation.in_use import read_last_evaluated, statuses_from_store
+
+    record = read_last_evaluated(out) or {}
+    statuses = statuses_from_store(cfg, out)
     return RunSummary(
-        published=study.published,
-        results=study.restricted / "results.json",
-        quarantined=quarantined,
-        stale=stale,
+        published=out / "published",
+        results=out / "restricted" / "results.json",
+        quarantined=[f"{s.force} {q}" for s in statuses for q in s.quarantined],
+        stale=[f"{s.force}: {s.reason}" for s in statuses if s.stale],
         seconds=time.perf_counter() - started,
+        nothing_new=nothing_new,
+        forces=sorted({d["force"] for d in record.get("deliveries", [])}),
     )
 
 
@@ -282,7 +347,7 @@ def _verdicts(
     instance: dg.DagsterInstance,
     study: StudyResource,
     todo: list,
-    result: dg.ExecuteInProcessResult,
+    result: dg.JobExecutionResult,
     echo,
 ) -> list[str]:
     """Print each validated delivery's verdict; returns the quarantined ones. Raises RunError
@@ -308,37 +373,56 @@ def _verdicts(
     return quarantined
 
 
-def _evaluate(defs: dg.Definitions, instance: dg.DagsterInstance, echo) -> list[str]:
-    """Run the evaluation job; returns the stale forces (in use, but out of date)."""
+def _evaluate(study: StudyResource, instance: dg.DagsterInstance, echo) -> None:
+    """Run the evaluation job. An evaluation that fails (too few forces with current data, a
+    broken step) raises RunError with its one-line reason; the published edition stays the
+    previous one."""
     echo("running the evaluation: cohort, models, reports ...")
     t0 = time.perf_counter()
-    result = defs.resolve_job_def("evaluation").execute_in_process(
-        instance=instance, raise_on_error=False, run_config=QUIET, run_id=_run_id(instance)
-    )
-    for step in result.get_step_success_events():
-        echo(f"  done: {step.step_key}")
-    _echo_warnings(instance, result.run_id, echo)
-    if not result.success:
-        raise RunError(_first_error(result))
+    with _execute("evaluation", study, instance, echo) as result:
+        _echo_warnings(instance, result.run_id, echo)
+        if not result.success:
+            raise RunError(_first_error(result))
     echo(f"evaluation finished in {time.perf_counter() - t0:.1f}s")
-    status = result.output_for_node("delivery_status")
-    return [
-        f"{r['force']}: {r['reason']}"
-        for r in status.iter_rows(named=True)
-        if r.get("in_use") and r.get("stale")
-    ]
 
 
-def print_summary(summary: RunSummary, echo=print) -> None:
+def _headline(results: Path, primary: str) -> str | None:
+    """The primary outcome's headline hazard ratio (its first cox row), in one line."""
+    try:
+        rows = json.loads(results.read_text())["estimates"]
+    except (OSError, ValueError, KeyError):
+        return None
+    for row in rows:
+        if row["outcome"] == primary and row["method"] == "cox" and row["term"] == "pilot":
+            if row["estimate"] is None:
+                return f"{primary}: no usable hazard ratio (see the report)"
+            bounds = (row["ci_low"], row["ci_high"])
+            ci = "n/a" if None in bounds else f"{bounds[0]:.2f} to {bounds[1]:.2f}"
+            p = f"{row['p_value']:.3f}" if row["p_value"] is not None else "n/a"
+            return (
+                f"{primary}: hazard ratio {row['estimate']:.2f} "
+                f"(95% CI {ci}; p = {p}; {row['inference']})"
+            )
+    return None
+
+
+def print_summary(summary: RunSummary, cfg: StudyConfig | None = None, echo=print) -> None:
+    """What the run used and found, and where the reports are."""
     # published/ names the current edition: the stable path, not the edition's own
     report = Path(os.path.abspath(summary.published / "evaluation-report.html"))
     echo("")
+    if cfg is not None:
+        arm_of = {f.code: f.arm for f in cfg.forces}
+        for arm in ("pilot", "comparison"):
+            used = sorted(f for f in summary.forces if arm_of.get(f) == arm)
+            echo(f"Forces used ({arm}): {len(used)}: {', '.join(used) or 'none'}")
+        if headline := _headline(summary.results, cfg.analysis.primary_outcome):
+            echo(f"Headline: {headline}")
+    echo(f"Quarantined deliveries: {', '.join(summary.quarantined) or 'none'}")
+    for stale in summary.stale:
+        echo(f"Stale: {stale}")
     echo(f"Report:  {report}")
     echo(f"Results: {summary.results.resolve()} (restricted)")
-    if summary.quarantined:
-        echo(f"Quarantined deliveries: {', '.join(summary.quarantined)}")
-    for s in summary.stale:
-        echo(f"Stale: {s}")
     echo(f"Total {summary.seconds:.1f}s")
 
 
