@@ -5,6 +5,7 @@ unchanged drop recomputes nothing."""
 
 import fcntl
 import json
+import re
 import subprocess
 import sys
 import time
@@ -194,3 +195,22 @@ def test_the_run_ends_with_a_summary(study, pilot_cfg):
     # Progress under the asset names the UI shows, as each is materialised.
     assert "  done: cohort\n" in first and "  done: publication\n" in first
     assert "  done: raw_delivery [" in first
+
+
+def test_an_evaluation_that_cannot_stand_exits_1_in_one_line_and_keeps_the_edition(study, tmp_path):
+    out = study.copy_out(tmp_path / "out")
+    # A later data cut-off: no force's delivery covers it, so no force has current data.
+    config = tmp_path / "pilot-later-cutoff.yaml"
+    text = PILOT_CONFIG.read_text()
+    later = re.sub(r"(?m)^(\s*(data_cutoff|extract_date):)\s*\S+", r"\1 2026-12-31", text)
+    config.write_text(later)
+    edition = (out / "published").resolve()
+    results = (out / "restricted" / "results.json").read_bytes()
+    cmd = dpf_eval("run", "--config", str(config), "--drop", str(study.drop), "--out", str(out))
+    done = subprocess.run(cmd, cwd=ROOT, env=cli_env(), capture_output=True, text=True)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.startswith("dpf-eval: The evaluation cannot stand "), done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stdout + done.stderr
+    assert "missing: " in done.stderr  # the forces missing, named
+    assert (out / "published").resolve() == edition
+    assert (out / "restricted" / "results.json").read_bytes() == results
