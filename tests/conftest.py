@@ -23,7 +23,7 @@ def pilot_cfg():
 @pytest.fixture(autouse=True)
 def _isolated_dagster_home(tmp_path, monkeypatch):
     """Every test gets its own Dagster instance folder (with the local settings of
-    config/dagster.yaml), never the developer's var/dagster."""
+    config/dagster.yaml), never a developer's study instance."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(LOCAL_INSTANCE, home / "dagster.yaml")
