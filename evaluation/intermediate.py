@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import warnings
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,8 @@ ASSESSMENT_OUTCOMES = ("risk_step_down", "protective_gain")
 INTERMEDIATE_OUTCOMES = CIRCUMSTANCE_OUTCOMES + ASSESSMENT_OUTCOMES
 # Each outcome's baseline column in `intermediate_outcomes` output.
 BASELINE_OF = {o: f"{o}_baseline" for o in INTERMEDIATE_OUTCOMES}
+# The cohort covariate that is the baseline of an assessment outcome (used in its place).
+BASELINE_COVARIATE = {"risk_step_down": "risk_level_score", "protective_gain": "protective_factors"}
 WINDOW_MONTHS = 3
 HORIZON_MONTHS = 12
 
@@ -246,6 +249,64 @@ def standardised_difference(
     return float(risk1), float(risk0), float(risk1 - risk0), float(math.sqrt(grad @ cov @ grad))
 
 
+@dataclass(frozen=True)
+class GeeDesign:
+    """What one outcome's GEE is fitted on: complete cases sorted by force; X is the
+    intercept then `terms` (pilot first); groups number the forces 0..G-1. X is None where
+    the model is not estimable (no rows, or no variation in pilot or the outcome)."""
+
+    outcome: str
+    terms: list[str]
+    n: int
+    events: int
+    X: np.ndarray | None = None
+    y: np.ndarray | None = None
+    groups: np.ndarray | None = None
+    weights: np.ndarray | None = None  # None: unweighted
+
+
+def gee_data(
+    cohort_with_weights: pl.DataFrame | pd.DataFrame,
+    tables: dict[str, pl.DataFrame],
+    cfg: StudyConfig,
+) -> pd.DataFrame:
+    """The cohort's pilot, covariates and (if present) weight beside its 12-month
+    intermediate outcomes: the frame every intermediate GEE draws its design from."""
+    cohort = (
+        cohort_with_weights
+        if isinstance(cohort_with_weights, pl.DataFrame)
+        else pl.from_pandas(cohort_with_weights)
+    )
+    # A pandas round trip turns dates into datetimes: back to dates for the date joins.
+    cohort = cohort.with_columns(pl.col("index_date").cast(pl.Date))
+    weighted = "weight" in cohort.columns
+    outcomes = intermediate_outcomes(cohort, tables["circumstances"], tables["assessments"])
+    covs = list(cfg.analysis.covariates)
+    keep = ["force", "person_id", "pilot", *covs] + (["weight"] if weighted else [])
+    return cohort.select(keep).join(outcomes, on=["force", "person_id"], how="inner").to_pandas()
+
+
+def gee_design(data: pd.DataFrame, outcome: str, cfg: StudyConfig) -> GeeDesign:
+    """One outcome's GEE design from `gee_data`: pilot, its baseline and the covariates
+    (the baseline of risk_step_down / protective_gain is a covariate already)."""
+    covs = list(cfg.analysis.covariates)
+    weighted = "weight" in data.columns
+    own = BASELINE_COVARIATE.get(outcome) in covs
+    terms = ["pilot"] + ([] if own else [BASELINE_OF[outcome]]) + covs
+    d = data.dropna(subset=[outcome, *terms] + (["weight"] if weighted else []))
+    design = GeeDesign(outcome, terms, len(d), int(d[outcome].sum()) if len(d) else 0)
+    if len(d) == 0 or d["pilot"].nunique() < 2 or d[outcome].nunique() < 2:
+        return design
+    d = d.sort_values("force", kind="stable")
+    return replace(
+        design,
+        X=np.column_stack([np.ones(len(d)), d[terms].to_numpy(float)]),
+        y=d[outcome].to_numpy(float),
+        groups=pd.factorize(d["force"])[0],
+        weights=d["weight"].to_numpy(float) if weighted else None,
+    )
+
+
 def gee_intermediate(
     cohort_with_weights: pl.DataFrame | pd.DataFrame,
     tables: dict[str, pl.DataFrame],
@@ -271,35 +332,17 @@ def gee_intermediate(
     working_structure, working_correlation, baseline_term, warnings) and Estimate rows
     method "gee", term "pilot", measures "odds_ratio" and "risk_difference".
     """
-    cohort = (
-        cohort_with_weights
-        if isinstance(cohort_with_weights, pl.DataFrame)
-        else pl.from_pandas(cohort_with_weights)
-    )
-    # A pandas round trip turns dates into datetimes: back to dates for the date joins.
-    cohort = cohort.with_columns(pl.col("index_date").cast(pl.Date))
-    weighted = "weight" in cohort.columns
-    outcomes = intermediate_outcomes(cohort, tables["circumstances"], tables["assessments"])
-    covs = list(cfg.analysis.covariates)
-    keep = ["force", "person_id", "pilot", *covs] + (["weight"] if weighted else [])
-    data = cohort.select(keep).join(outcomes, on=["force", "person_id"], how="inner").to_pandas()
+    data = gee_data(cohort_with_weights, tables, cfg)
+    weighted = "weight" in data.columns
     weighting = cfg.analysis.weighting if weighted else "none"
     table_rows, estimates = [], []
     for outcome in INTERMEDIATE_OUTCOMES:
-        baseline = BASELINE_OF[outcome]
-        # The baseline of risk_step_down / protective_gain is a covariate already.
-        same = {"risk_step_down": "risk_level_score", "protective_gain": "protective_factors"}
-        terms = ["pilot"] + ([baseline] if same.get(outcome) not in covs else []) + covs
-        d = data.dropna(subset=[outcome, *terms] + (["weight"] if weighted else []))
-        row = {"outcome": outcome, "n": len(d), "events": int(d[outcome].sum()) if len(d) else 0}
-        if len(d) == 0 or d["pilot"].nunique() < 2 or d[outcome].nunique() < 2:
+        design = gee_design(data, outcome, cfg)
+        row = {"outcome": outcome, "n": design.n, "events": design.events}
+        if design.X is None:
             table_rows.append({**row, "warnings": "not estimable: no variation"})
             continue
-        d = d.sort_values("force", kind="stable")
-        X = np.column_stack([np.ones(len(d)), d[terms].to_numpy(float)])
-        y = d[outcome].to_numpy(float)
-        w = d["weight"].to_numpy(float) if weighted else None
-        groups = pd.factorize(d["force"])[0]
+        X, y, w, groups = design.X, design.y, design.weights, design.groups
         res, messages, working = _gee_fit(y, X, groups, w)
         G = int(groups.max()) + 1
         cov = np.asarray(res.cov_params()) * G / (G - 1)
@@ -325,17 +368,19 @@ def gee_intermediate(
             working_correlation=float(np.asarray(res.cov_struct.dep_params, float).ravel()[0])
             if working == "exchangeable"
             else 0.0,
-            baseline_term=baseline if baseline in terms else same[outcome],
+            baseline_term=BASELINE_OF[outcome]
+            if BASELINE_OF[outcome] in design.terms
+            else BASELINE_COVARIATE[outcome],
             warnings="; ".join(messages),
         )
         table_rows.append(row)
         inference = "cluster_robust"
         estimates.append(
             Estimate(outcome, "gee", "pilot", "odds_ratio", row["odds_ratio"], row["ci_low"],
-                     row["ci_high"], p, len(d), row["events"], weighting, inference)
+                     row["ci_high"], p, design.n, row["events"], weighting, inference)
         )  # fmt: skip
         estimates.append(
             Estimate(outcome, "gee", "pilot", "risk_difference", rd, row["rd_ci_low"],
-                     row["rd_ci_high"], rd_p, len(d), row["events"], weighting, inference)
+                     row["rd_ci_high"], rd_p, design.n, row["events"], weighting, inference)
         )  # fmt: skip
     return pd.DataFrame(table_rows), estimates
