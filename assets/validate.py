@@ -1,5 +1,7 @@
 """Which delivery each force's analysis uses, and the data-quality table the reports show."""
 
+from collections.abc import Iterator
+
 import dagster as dg
 import polars as pl
 
@@ -22,10 +24,21 @@ DATA_QUALITY_ONLY = {DATA_QUALITY_ONLY_TAG: "true"}
     "Quarantined revisions are never used; the force's last good revision stays in use. "
     "In an evaluation, fails (so nothing is computed or published) if fewer forces of an arm "
     "than analysis.minimum_forces have a current, valid delivery.",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "no_quarantined_deliveries",
+            asset="delivery_status",
+            description="No delivery quarantined: the newest revision of every delivery "
+            "passed validation. A warning (the force's last good delivery stays in use): it "
+            "gives the number of quarantined deliveries and revisions and names the stale "
+            "forces.",
+        )
+    ],
 )
 def delivery_status(
     context: dg.AssetExecutionContext, study: StudyResource
-) -> dg.Output[pl.DataFrame]:
+) -> Iterator[dg.Output[pl.DataFrame] | dg.AssetCheckResult]:
+    from evaluation.checks import quarantine
     from evaluation.deliveries import data_quality_table, resolve_in_use
     from evaluation.in_use import counted, shortfall
     from evaluation.validation import ValidationReport
@@ -47,14 +60,26 @@ def delivery_status(
     stale = [s for s in statuses if s.stale]
     for s in stale:
         context.log.warning(f"force {s.force}: data stale: {s.reason}")
-    return dg.Output(
+    verdict = quarantine(table, {s.force: s.reason for s in stale})
+    yield dg.Output(
         table,
         metadata={
             "deliveries": len(reports),
             "quarantined": sum(r.blocking for r in reports),
+            "quarantined_deliveries": verdict.metadata["quarantined_deliveries"],
             "forces_current": dg.MetadataValue.json(counted(study.cfg, statuses)),
             "stale_forces": dg.MetadataValue.md(
                 "\n".join(f"- **{s.force}**: {s.reason}" for s in stale) or "None."
             ),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name="no_quarantined_deliveries",
+        passed=verdict.passed,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=verdict.description,
+        metadata={
+            k: v if isinstance(v, int) else dg.MetadataValue.json(v)
+            for k, v in verdict.metadata.items()
         },
     )

@@ -1,7 +1,9 @@
 """Asset checks where a researcher looks (issue 16, items 3 and 4).
 
-- A quarantined delivery fails its own partition of `delivery_conforms`, read back through
-  the Dagster UI's GraphQL API (a webserver on 127.0.0.1 over the run's instance).
+- A quarantined delivery fails its own partition of `delivery_conforms`, and
+  `delivery_status` warns with the number quarantined, read back through the Dagster UI's
+  GraphQL API (a webserver on 127.0.0.1 over the run's instance).
+- On a small study run end to end, every check ran, and none that is an error failed.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
+import polars as pl
 import pytest
 
+from assets.validate import DATA_QUALITY_ONLY
 from evaluation import checks
 from tests.conftest import PILOT_CONFIG, ROOT
 from tests.deliveries import write_delivery
@@ -75,6 +79,16 @@ def _webserver(drop: Path, out: Path, log: Path) -> tuple[subprocess.Popen, Dags
         time.sleep(0.5)
 
 
+QUARANTINE_QUERY = """
+{ assetCheckExecutions(assetKey: {path: ["delivery_status"]},
+                       checkName: "no_quarantined_deliveries", limit: 5) {
+    status evaluation { success severity description
+      metadataEntries { label ... on IntMetadataEntry { intValue } } } }
+  assetNodes(assetKeys: [{path: ["delivery_status"]}]) {
+    assetMaterializations(limit: 1) {
+      metadataEntries { label ... on IntMetadataEntry { intValue } } } } }
+"""
+
 CONFORMANCE_QUERY = """
 { assetNodes(assetKeys: [{path: ["raw_delivery"]}]) {
     assetChecksOrError { ... on AssetChecks { checks { name blocking
@@ -112,12 +126,33 @@ def test_a_quarantined_delivery_fails_its_own_partition_in_the_ui(tmp_path):
     }
     expected = {f"ASH|{DATE}": True, f"BRK|{DATE}": True, f"CLM|{DATE}": False}
     assert in_process == {**expected, f"DNM|{DATE}": False}
+    # Which delivery each force uses (as the data-quality job, which reports on forces
+    # missing rather than failing for them), with the quarantine check beside it.
+    status = defs.resolve_job_def("data_quality").execute_in_process(
+        instance=dg.DagsterInstance.get(),
+        asset_selection=[dg.AssetKey("delivery_status")],
+        tags=DATA_QUALITY_ONLY,
+    )
+    assert status.success  # a warning does not fail the run
 
     proc, ui = _webserver(drop, out, tmp_path / "webserver.log")
     try:
         data = ui.graphql(CONFORMANCE_QUERY)
+        quarantine = ui.graphql(QUARANTINE_QUERY)
     finally:
         _stop(proc)
+    (run,) = quarantine["assetCheckExecutions"]
+    assert run["status"] == "FAILED"  # shown as a warning, not passed
+    evaluation = run["evaluation"]
+    assert (evaluation["success"], evaluation["severity"]) == (False, "WARN")
+    assert evaluation["description"].startswith(
+        f"2 deliveries quarantined (CLM {DATE}, DNM {DATE}; 2 quarantined revisions in all)"
+    )
+    numbers = {m["label"]: m.get("intValue") for m in evaluation["metadataEntries"]}
+    assert numbers["quarantined_deliveries"] == 2 and numbers["quarantined_revisions"] == 2
+    (materialisation,) = quarantine["assetNodes"][0]["assetMaterializations"]
+    on_asset = {m["label"]: m.get("intValue") for m in materialisation["metadataEntries"]}
+    assert on_asset["quarantined_deliveries"] == 2
     (check,) = data["assetNodes"][0]["assetChecksOrError"]["checks"]
     assert (check["name"], check["blocking"]) == ("delivery_conforms", True)
     statuses = check["partitionStatuses"]
@@ -185,6 +220,66 @@ def test_the_cox_and_km_cross_checks_pass_on_ours_and_fail_on_a_wrong_estimate()
     assert checks.km_against_lifelines(df, curves, "x", weighted=True).passed
     shifted = curves.assign(value=curves.value - 1e-5)
     assert not checks.km_against_lifelines(df, shifted, "x", weighted=True).passed
+
+
+def test_the_gee_cross_check_passes_on_ours_and_fails_on_a_perturbed_fit(pilot_cfg):
+    from evaluation.cohort import build_cohort, force_windows
+    from evaluation.intermediate import gee_data, gee_design, gee_intermediate
+    from evaluation.survival_models import analysis_frame
+    from evaluation.synth import generate_study
+
+    study = generate_study(pilot_cfg, seed=2, scale=0.1)
+    tables = {
+        name: pl.concat([t[name].with_columns(force=pl.lit(f)) for f, t in study.tables.items()])
+        for name in ("people", "assessments", "events", "circumstances")
+    }
+    windows = force_windows(
+        pilot_cfg, {f.code: pilot_cfg.study.extract_date for f in pilot_cfg.forces}
+    )
+    cohort, _ = build_cohort(
+        tables["people"], tables["assessments"], tables["events"], windows, pilot_cfg
+    )
+    weighted, _ = analysis_frame(cohort, pilot_cfg)
+    table, _ = gee_intermediate(weighted, tables, pilot_cfg)
+    data = gee_data(weighted, tables, pilot_cfg)
+    # Every fitted GEE passes, also one fitted with its correlation fixed after the
+    # exchangeable fit did not converge (positive_relationship, in this study).
+    assert table.warnings.str.contains("correlation fixed").any()
+    for row in table.to_dict("records"):
+        out = checks.gee_against_statsmodels(gee_design(data, row["outcome"], pilot_cfg), row)
+        assert out.passed, out.description
+        assert out.metadata["max_relative_difference"] < 1e-9
+    row = table.iloc[0].to_dict()
+    design = gee_design(data, row["outcome"], pilot_cfg)
+    for wrong, named in [
+        ({"odds_ratio": row["odds_ratio"] * (1 + 1e-5)}, "odds ratio, statsmodels' GEE"),
+        ({"ci_high": row["ci_high"] * (1 + 1e-5)}, "CI high, numpy"),  # the variance
+        ({"working_correlation": row["working_correlation"] + 0.001}, "relative difference"),
+    ]:
+        out = checks.gee_against_statsmodels(design, {**row, **wrong})
+        assert not out.passed and named in out.description, (wrong, out.description)
+    # The unweighted design is not the weighted model: it fails.
+    unweighted = gee_design(data.drop(columns="weight"), row["outcome"], pilot_cfg)
+    assert not checks.gee_against_statsmodels(unweighted, row).passed
+
+
+def test_the_quarantine_check_counts_deliveries_and_revisions():
+    table = pl.DataFrame(
+        {
+            "force": ["ASH", "ASH", "BRK", "CLM"],
+            "delivery": ["2026-09-30", "2026-09-30", "2026-09-30", "2026-08-31"],
+            "revision": [1, 2, 1, 1],
+            "quarantined": [True, False, False, True],  # ASH's bad revision was replaced
+        }
+    )
+    out = checks.quarantine(table, {"CLM": "its newest delivery is quarantined"})
+    assert not out.passed
+    assert out.metadata["quarantined_deliveries"] == 1
+    assert out.metadata["quarantined_revisions"] == 2 and out.metadata["stale_forces"] == 1
+    assert out.description.startswith("1 delivery quarantined (CLM 2026-08-31;")
+    assert "CLM (its newest delivery is quarantined)" in out.description
+    fixed = checks.quarantine(table.filter(pl.col("force") != "CLM"), {})
+    assert fixed.passed and fixed.metadata["quarantined_revisions"] == 1
 
 
 def test_convergence_balance_and_ph_checks_fail_on_bad_results():
@@ -267,10 +362,12 @@ def test_the_results_contract_check_fails_on_each_breach(breakage):
 # --------------------------------------------------------------------------------------------
 CHECKS = {
     ("raw_delivery", "delivery_conforms", True),
+    ("delivery_status", "no_quarantined_deliveries", False),
     ("table_one", "covariates_balanced", False),
     ("cox_estimates", "cox_models_converged", False),
     ("cox_estimates", "cox_matches_lifelines", False),
     ("survival_curves", "km_matches_lifelines", False),
+    ("intermediate_estimates", "gee_matches_statsmodels", False),
     ("proportional_hazards", "hazards_proportional", False),
     ("results_json", "results_meet_contract", False),
     ("evaluation_report", "disclosure_control", True),
