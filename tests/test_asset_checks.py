@@ -392,3 +392,40 @@ def test_every_check_of_the_graph_with_whether_it_blocks(tmp_path):
     # Publication waits for every blocking check of the reports (Dagster skips it if one fails).
     evaluation = defs.resolve_job_def("evaluation")
     assert {"publication", "evaluation_report_publishable"} <= {n.name for n in evaluation.nodes}
+
+
+# --------------------------------------------------------------------------------------------
+# A small study end to end: every check ran, and none that is an error failed
+# --------------------------------------------------------------------------------------------
+WARNINGS_ALLOWED = {"covariates_balanced", "hazards_proportional"}  # the result stands
+
+
+def test_on_a_small_study_every_check_ran_and_none_that_is_an_error_failed(
+    report_study, monkeypatch
+):
+    from pipelines.definitions import build_definitions
+
+    config, drop, out = report_study
+    # The study's own instance (report_study runs `dpf-eval run` with this DAGSTER_HOME).
+    monkeypatch.setenv("DAGSTER_HOME", str(config.parent / "dagster_home"))
+    instance = dg.DagsterInstance.get()
+    records = instance.get_event_records(
+        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION),
+        ascending=True,
+    )
+    latest: dict[tuple[str, str, str | None], dg.AssetCheckEvaluation] = {}
+    for record in records:
+        e = record.event_log_entry.dagster_event.asset_check_evaluation_data
+        latest[(e.asset_key.to_user_string(), e.check_name, e.partition)] = e
+    ran = {(asset, name) for asset, name, _ in latest}
+    graph = build_definitions(str(config), str(drop), str(out)).resolve_asset_graph()
+    defined = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    assert ran == defined  # every check of the graph ran in the study's runs
+    assert len(ran) >= 8 and len({asset for asset, _ in ran}) >= 6
+    failed = {(key, e.severity.value, e.description) for key, e in latest.items() if not e.passed}
+    errors = {f for f in failed if f[1] != "WARN"}
+    assert not errors, errors
+    assert {key[1] for key, _, _ in failed} <= WARNINGS_ALLOWED, failed
+    # Each raw delivery was checked in its own partition.
+    partitions = {p for asset, _, p in latest if asset == "raw_delivery"}
+    assert len(partitions) == len(list(drop.glob("*/*/manifest.json"))) > 0
