@@ -250,6 +250,9 @@ def bench_scale(name: str, scale: float, seed: int, skip_bare: bool, repeat: int
             e2e_s, e2e_rss, _ = _child(run, env)
             r = {"end_to_end_s": e2e_s, "peak_rss_mb": e2e_rss}
             r["per_asset_s"] = per_asset_seconds(out / "dagster")
+            # The same drop again: nothing new, so nothing may be recomputed (issue 16).
+            r["unchanged_rerun_s"], _, text = _child(run, env)
+            assert "nothing new" in text, "an unchanged drop was recomputed"
             if not skip_bare:
                 bare_cmd = [PYTHON, __file__, "--bare", config, str(drop), str(bare_out)]
                 r["bare_s"], r["bare_peak_rss_mb"], text = _child(bare_cmd, env)
@@ -277,6 +280,7 @@ def bench_scale(name: str, scale: float, seed: int, skip_bare: bool, repeat: int
     }
     for key in (
         "end_to_end_s",
+        "unchanged_rerun_s",
         "peak_rss_mb",
         "bare_s",
         "bare_peak_rss_mb",

@@ -85,10 +85,30 @@ def local_instance(out: Path) -> dg.DagsterInstance:
 _OS_ERROR = re.compile(r"^\w+: \[Errno \d+\] (?P<reason>[^:]+): (?P<path>.+)$")
 
 
+def _failed_blocking_checks(result: dg.JobExecutionResult) -> dict[str, list]:
+    """Per step key, the evaluations of its blocking checks that failed."""
+    import dagster as dg
+
+    failed: dict[str, list] = {}
+    for e in result.all_events:
+        if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            check = e.asset_check_evaluation_data
+            if check.blocking and not check.passed:
+                failed.setdefault(e.step_key, []).append(check)
+    return failed
+
+
 def _first_error(result: dg.JobExecutionResult) -> str:
-    """The first failed step's reason in one line: a `dg.Failure`'s own description, else
-    the original exception (the last in its chain of causes)."""
+    """The first failed step's reason in one line: the description of a blocking check that
+    failed, a `dg.Failure`'s own description, else the original exception (the last in its
+    chain of causes)."""
+    refused = _failed_blocking_checks(result)
     for event in result.get_step_failure_events():
+        if event.step_key in refused:
+            check = refused[event.step_key][0]
+            reason = (check.description or "no description").strip().splitlines()[0]
+            asset = check.asset_key.to_user_string()
+            return f"check {check.check_name} of {asset} failed: {reason}"
         data = event.step_failure_data
         if data.user_failure_data is not None and data.user_failure_data.description:
             return data.user_failure_data.description.strip().splitlines()[0]
@@ -111,15 +131,7 @@ def _first_error(result: dg.JobExecutionResult) -> str:
 def _only_quarantines(result: dg.JobExecutionResult) -> bool:
     """True if every failed step is one whose blocking check failed: a delivery quarantined,
     not a run that broke."""
-    import dagster as dg
-
-    refused = {
-        e.step_key
-        for e in result.all_events
-        if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
-        and e.asset_check_evaluation_data.blocking
-        and not e.asset_check_evaluation_data.passed
-    }
+    refused = _failed_blocking_checks(result)
     return all(e.step_key in refused for e in result.get_step_failure_events())
 
 

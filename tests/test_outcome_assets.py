@@ -199,7 +199,9 @@ def test_did_results_are_the_core_rows(study):
         pd.testing.assert_frame_equal(stored[name], table, check_exact=True)
     assert len(stored["did_design"]) == len(FORCES)
     md = metadata["did_estimates"]
-    assert "p (permutation" in md["pretrend_tests"].value
+    pretrend = md["pretrend_tests"]
+    assert any(c.name.startswith("p (permutation") for c in pretrend.schema.columns)
+    assert pretrend.records and all(r.data["Outcome"] for r in pretrend.records)
     assert md["permutations_exhaustive"].value is True  # 3 of 6 forces: 20 assignments
     assert metadata["did_results"]["dagster/row_count"].value == got.height
 
