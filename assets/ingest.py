@@ -1,8 +1,8 @@
 """Ingest and validate: one partition per delivery (`FORCE|YYYY-MM-DD`).
 
-`raw_delivery` takes each delivery's present content as a revision: validated once (by
-`dpf-eval run`'s validator or here, in one batch), and, if it passes, kept as typed Parquet
-in the restricted store under its content hash; a changed delivery materialises its
+`raw_delivery` takes each delivery's present content as a revision: validated once, here,
+with every other pending delivery in one batch, and, if it passes, kept as typed Parquet in
+the restricted store under its content hash; a changed delivery materialises its
 partition again. The blocking check `delivery_conforms` reports each revision's verdict from
 its stored report. Nothing here ever modifies, moves or deletes a delivery file.
 """
@@ -46,7 +46,8 @@ with warnings.catch_warnings():
 def raw_delivery(context: dg.AssetExecutionContext, study: StudyResource) -> dg.MaterializeResult:
     refs = [ref_for_key(study, key) for key in context.partition_keys]
     # Every pending delivery in one batch (great-expectations costs ~10 ms per expectation
-    # per call whatever the rows), or the reports `dpf-eval run`'s validator made meanwhile.
+    # per call whatever the rows), or the reports another run made meanwhile (the store's
+    # lock: one validator at a time).
     docs = study.validation.reports(
         refs, lambda todo: context.log.info(f"validating {len(todo)} deliveries in one batch")
     )

@@ -568,19 +568,6 @@ def _pandas_for_gx(frame: pl.DataFrame):
     return pdf
 
 
-def run_suites_gx_on_files(
-    deliveries: list[dict[str, tuple[str, list[str]]]],
-    parameters: dict[str, int] | None = None,
-) -> list[list[ExpectationOutcome]]:
-    """`run_suites_gx_many` on typed tables kept as Parquet: per delivery, table -> (path,
-    columns to leave out because the delivered file lacked them). A worker process's task."""
-    frames = [
-        {table: pl.read_parquet(path).drop(absent) for table, (path, absent) in d.items()}
-        for d in deliveries
-    ]
-    return run_suites_gx_many(frames, load_suites(), parameters)
-
-
 def _raised(r) -> str | None:
     """The message of an exception GX caught while evaluating a result, if any. GX 1.x nests
     it per metric ({metric id: {"raised_exception": ...}}) where an expectation's metrics

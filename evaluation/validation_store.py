@@ -14,25 +14,11 @@ A delivery's report is *current* when its newest revision is of the folder's pre
 (and, if it passed, its typed copy is complete); a delivery without one is *pending*. The
 typed copy is written (and flushed to disk) before the report that vouches for it, so a run
 killed at any point leaves a report only where its copy is whole. Validation is serialised
-by a lock on the store, so two validators (the pipeline's `raw_delivery` and `prevalidate`,
-or two runs) never validate the same content twice: a validator takes the lock, then
-validates only what is still pending, in one great-expectations batch.
-
-`prevalidate` runs this in a separate process (`python -m evaluation.prevalidate`) that the
-command-line run starts before Dagster has even loaded:
-
-1. it takes the lock and reads the pending deliveries, while a worker process, started
-   first, imports great-expectations (~3.5 s of CPU);
-2. it keeps each delivery's typed tables as Parquet in a staging folder, named by content
-   hash, for the worker to read (a revision that passes is then linked from there into the
-   raw store, not written again);
-3. the worker runs the suites on the staged tables while this process checks the other rules;
-   the copies and reports are stored and the lock released.
-
-The pipeline's `raw_delivery` waits for the lock and takes the stored reports. If that
-process fails, it validates the deliveries itself; if only the worker fails, the suites run
-in `prevalidate`'s own process. A store of an earlier layout (`<force>/<date>.json`) is not
-read: its deliveries are pending, and validated again.
+by a lock on the store, so two validators (two runs, or the UI's and the command line's)
+never validate the same content twice: a validator takes the lock, then validates every
+delivery still pending, in one great-expectations batch, in its own process (the pipeline's
+`raw_delivery`). A store of an earlier layout (`<force>/<date>.json`) is not read: its
+deliveries are pending, and validated again.
 """
 
 from __future__ import annotations
@@ -42,18 +28,14 @@ import datetime as dt
 import fcntl
 import json
 import re
-import shutil
-import sys
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from evaluation.config import StudyConfig
-from evaluation.durable import link_durably, write_json_durably
-from evaluation.expectation_suites import ExpectationOutcome, run_suites_gx_on_files
+from evaluation.durable import write_json_durably
 from evaluation.extracts import (
     DATE_DIR,
     Delivery,
@@ -61,14 +43,10 @@ from evaluation.extracts import (
     DeliveryRef,
     delivery_content_hash,
     discover_deliveries,
-    load_delivery,
     write_tables,
 )
 
 LOCK_NAME = ".validating.lock"
-STAGING = ".staged"  # typed Parquet copies made by `prevalidate`, one folder per content hash
-LOCKED = "locked"  # what `prevalidate` prints once it holds the lock
-STAGED = "staged"  # ... and once the deliveries it validates are read and staged
 REVISION_FILE = re.compile(r"^revision-([1-9][0-9]*)\.json$")
 
 
@@ -178,19 +156,10 @@ class ValidationStore:
         return doc
 
     def keep(self, delivery: Delivery) -> None:
-        """Keep a revision's typed tables in the raw store, linked from the staged copies
-        where `prevalidate` made them (the same content: staged by content hash)."""
+        """Keep a revision's typed tables in the raw store, under its content hash."""
         ref = delivery.ref
         folder = self.copy_folder(ref.force, ref.extract_date, delivery.content_sha256)
-        staged = self.root / STAGING / delivery.content_sha256
-        fresh = {}
-        for table, df in delivery.tables.items():
-            name = f"{table}.parquet"
-            if (staged / name).is_file():
-                link_durably(staged / name, folder / name)
-            else:
-                fresh[table] = df
-        write_tables(fresh, folder)
+        write_tables(delivery.tables, folder)
 
     def read_copy(self, doc: dict) -> Delivery | None:
         """A good revision's typed tables as a Delivery (for comparison with a newer one);
@@ -232,17 +201,12 @@ class ValidationStore:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def validate(
-        self,
-        refs: list[DeliveryRef],
-        loaded: list[Delivery] | None = None,
-        outcomes: Callable[[], list[list[ExpectationOutcome]]] | None = None,
-    ) -> list[dict]:
+    def validate(self, refs: list[DeliveryRef]) -> list[dict]:
         """Run every contract rule on the deliveries' present content and store each as a
         revision: the typed copy of one that passed first, then its report. The suites run
-        in one great-expectations batch, unless `outcomes` waits for them from elsewhere.
-        Each delivery is compared with its force's last good data."""
-        from evaluation.validation import suite_outcomes_many, validate_loaded
+        in one great-expectations batch. Each delivery is compared with its force's last
+        good data."""
+        from evaluation.validation import validate_deliveries
 
         previous = {}
         for ref in refs:
@@ -250,30 +214,13 @@ class ValidationStore:
                 prev = self.previous_good(ref)
                 if prev is not None:
                     previous[ref.force] = prev
-        loaded = loaded or [load_delivery(r, self.cfg.limits) for r in refs]
-        if outcomes is None:
-            outcomes = lambda: suite_outcomes_many(loaded, limits=self.cfg.limits)  # noqa: E731
+        checked = validate_deliveries(refs, self.cfg, previous)
         docs = []
-        checked = validate_loaded(loaded, self.cfg, outcomes, previous)
-        for ref, delivery, (report, _) in zip(refs, loaded, checked, strict=True):
-            if not report.blocking:
-                self.keep(delivery)  # before the report that vouches for it
+        for ref, (report, good) in zip(refs, checked, strict=True):
+            if good is not None:  # it passed: its typed copy first, then the report
+                self.keep(good)
             docs.append(self.record(ref, report.to_dict()))
         return docs
-
-    def stage(self, delivery: Delivery) -> dict[str, tuple[str, list[str]]]:
-        """Keep a delivery's typed tables as Parquet for the suite worker to read; returns
-        table -> (path, columns absent from the file)."""
-        folder = self.root / STAGING / delivery.content_sha256
-        write_tables(delivery.tables, folder)  # a staged table may be linked into the raw store
-        return {
-            table: (str(folder / f"{table}.parquet"), delivery.missing_columns.get(table, []))
-            for table in delivery.tables
-        }
-
-    def clear_staged(self) -> None:
-        """Remove the staged copies, once the validator that made them has finished."""
-        shutil.rmtree(self.root / STAGING, ignore_errors=True)
 
     def reports(
         self,
@@ -297,35 +244,3 @@ class ValidationStore:
                 validated = dict(zip(pending, self.validate(pending), strict=True))
                 docs = {ref: doc or validated[ref] for ref, doc in docs.items()}
         return docs
-
-
-def prevalidate(config: str, drop: str, root: str, worker: Executor) -> int:
-    """Validate every pending delivery under the store's lock, saying so once it holds it and
-    again once the deliveries are read and staged. The suites run in `worker`
-    (`evaluation.prevalidate.start_suite_worker`), or here if it fails."""
-    from evaluation.config import load_config
-    from evaluation.validation import suite_outcomes_many, suite_parameters
-
-    store = ValidationStore(Path(root), Path(drop), load_config(config))
-    with store.lock():
-        print(LOCKED, flush=True)
-        pending = store.pending()
-        if not pending:
-            return 0
-        loaded = [load_delivery(r, store.cfg.limits) for r in pending]
-        suites = worker.submit(
-            run_suites_gx_on_files,
-            [store.stage(d) for d in loaded],
-            suite_parameters(store.cfg.limits),
-        )
-        print(STAGED, flush=True)
-
-        def outcomes() -> list[list[ExpectationOutcome]]:
-            try:
-                return suites.result()
-            except Exception as exc:  # the worker died: run the suites here instead
-                print(f"suite worker failed ({exc!r}); running the suites here", file=sys.stderr)
-                return suite_outcomes_many(loaded, limits=store.cfg.limits)
-
-        store.validate(pending, loaded, outcomes)
-    return 0

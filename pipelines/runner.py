@@ -5,15 +5,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +20,7 @@ from evaluation.extracts import scan_drop
 from pipelines.output_lock import output_lock
 from pipelines.run_log import loggers_config
 
-if TYPE_CHECKING:  # imported when a run starts, after validation has been started
+if TYPE_CHECKING:  # imported when a run starts (an unchanged drop never loads Dagster)
     import dagster as dg
 
     from evaluation.config import StudyConfig
@@ -144,34 +142,6 @@ def _echo_warnings(instance: dg.DagsterInstance, run_id: str, echo) -> None:
             echo(f"  warning: {entry.step_key or 'run'}: {entry.user_message}")
 
 
-def _prevalidation_command(config: str, store: ValidationStore) -> list[str]:
-    module = "evaluation.prevalidate"
-    return [sys.executable, "-m", module, config, str(store.drop), str(store.root)]
-
-
-@contextlib.contextmanager
-def _validating_in_background(config: str, store, out: Path, echo) -> Iterator[subprocess.Popen]:
-    """`evaluation.prevalidate` in a child process: it takes the validation store's lock
-    and validates every pending delivery, while this process loads Dagster and reads the
-    deliveries. The pipeline's check waits for the lock, then reports the stored verdicts (or
-    validates itself whatever the child did not). The child is always waited for."""
-    log = out / "logs" / "prevalidation.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a") as err:
-        child = subprocess.Popen(
-            _prevalidation_command(config, store), stdout=subprocess.PIPE, stderr=err
-        )
-    try:
-        yield child
-    finally:
-        child.stdout.close()
-        if child.wait() != 0:
-            echo(
-                f"  note: validation in a second process stopped (exit {child.returncode}; "
-                "see logs/prevalidation.log); the pipeline's check validated the deliveries"
-            )
-
-
 def _job(name: str, study: StudyResource) -> dg.ReconstructableJob:
     """One of the code location's jobs for this study (`pipelines.definitions.study_job`): a
     run of it is a run of that job, listed on the job's page in the UI."""
@@ -267,7 +237,7 @@ def _run_pipeline(
     config: str, cfg: StudyConfig, drop_path: Path, out_path: Path, echo, recompute: bool
 ) -> RunSummary:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    from evaluation.validation_store import STAGED, ValidationStore, validation_root
+    from evaluation.validation_store import ValidationStore, validation_root
 
     started = time.perf_counter()
     # Only configured forces' folders are read; anything else in the drop is named here (for
@@ -285,35 +255,24 @@ def _run_pipeline(
         return _summary(out_path, cfg, started, nothing_new=True)
     todo = [r for r in refs if store.stored(r) is None]
     t0 = time.perf_counter()
-    # Validation starts first, on the second core; Dagster loads meanwhile.
-    background = (
-        _validating_in_background(config, store, out_path, echo)
-        if todo
-        else contextlib.nullcontext()
-    )
-    with background as validating:
-        from pipelines.resources import StudyResource
+    from pipelines.resources import StudyResource
 
-        instance = local_instance(out_path)
-        study = StudyResource(config_path=config, drop=str(drop_path), out=str(out_path))
-        existing = set(instance.get_dynamic_partitions("deliveries"))
-        new_keys = [r.key for r in refs if r.key not in existing]
-        if new_keys:
-            instance.add_dynamic_partitions("deliveries", new_keys)
-        if todo:
-            for line in validating.stdout:  # until it has read and staged (or has stopped)
-                if line.decode().strip() == STAGED:
-                    break
-            with _ingest(study, instance, todo, echo) as result:
-                # The check has had the validator's reports (or the run failed): the staged
-                # copies are no longer needed. The validator may still be exiting; it is
-                # waited for once the evaluation is done.
-                store.clear_staged()
-                _verdicts(instance, study, todo, result, echo)
-            echo(f"validated {len(todo)} deliveries in {time.perf_counter() - t0:.1f}s")
-        else:
-            echo(f"all {len(refs)} deliveries already validated (same content)")
-        _evaluate(study, instance, echo)
+    instance = local_instance(out_path)
+    study = StudyResource(config_path=config, drop=str(drop_path), out=str(out_path))
+    existing = set(instance.get_dynamic_partitions("deliveries"))
+    new_keys = [r.key for r in refs if r.key not in existing]
+    if new_keys:
+        instance.add_dynamic_partitions("deliveries", new_keys)
+    if todo:
+        # `raw_delivery` validates every pending delivery in one great-expectations batch, in
+        # this process, under the validation store's lock (BENCHMARKS.md: a second process
+        # that validated while Dagster loaded saved at most a few seconds, and was removed).
+        with _ingest(study, instance, todo, echo) as result:
+            _verdicts(instance, study, todo, result, echo)
+        echo(f"validated {len(todo)} deliveries in {time.perf_counter() - t0:.1f}s")
+    else:
+        echo(f"all {len(refs)} deliveries already validated (same content)")
+    _evaluate(study, instance, echo)
     return _summary(out_path, cfg, started)
 
 

@@ -9,7 +9,6 @@ import pickle
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -22,7 +21,6 @@ import pipelines.definitions as definitions
 from evaluation.durable import KILL_AT
 from evaluation.report import write_atomic
 from evaluation.results import write_json_atomic
-from pipelines import runner
 from pipelines.cli import main
 from pipelines.resources import TableIOManager
 from tests.conftest import PILOT_CONFIG, ROOT, fast_config
@@ -101,11 +99,11 @@ def kill_study(tmp_path_factory):
     subprocess.run([*synth, "--scale", "0.03"], cwd=ROOT, env=cli_env(), check=True)
     done = _run(config, drop, out)
     assert done.returncode == 0, done.stderr
-    # The validator's durable writes: each table staged, then linked into the raw store, then
-    # the report; so two per typed table kept plus one per report.
+    # The run's durable writes while validating (in `raw_delivery`, in the run's own
+    # process): each typed table kept, then the report that vouches for them.
     kept = list((out / "restricted" / "raw").rglob("*.parquet"))
     reports = list((out / "restricted" / "validation").rglob("revision-*.json"))
-    writes = 2 * len(kept) + len(reports)
+    writes = len(kept) + len(reports)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DAGSTER_HOME", str(out / "dagster"))  # the instance the run kept there
         with dg.DagsterInstance.get() as instance:
@@ -114,8 +112,8 @@ def kill_study(tmp_path_factory):
 
 
 def _run(config: Path, drop: Path, out: Path, **env: str) -> subprocess.CompletedProcess:
-    """`dpf-eval run` in a session of its own, so that a kill point kills it and its
-    children (the validator and its suite worker), never the test."""
+    """`dpf-eval run` in a session of its own, so that a kill point (which kills its whole
+    process group) kills the run, never the test."""
     cmd = dpf_eval("run", "--config", str(config), "--drop", str(drop), "--out", str(out))
     return subprocess.run(
         cmd,
@@ -138,7 +136,7 @@ def _outputs(out: Path) -> dict:
 
 
 # Kill points spread over a whole fresh run, as fractions of its durable writes while
-# validating (staging, typed copies, reports) and of its Dagster events (the ingest run,
+# validating (typed copies, reports) and of its Dagster events (the ingest run,
 # then the evaluation: cohort, models, warehouse, reports, results).
 KILL_POINTS = [("write", f) for f in (0.01, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.0)] + [
     ("event", f) for f in (0.01, 0.08, 0.17, 0.25, 0.33, 0.42, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -261,9 +259,6 @@ def test_full_disk_is_a_one_line_error_and_leaves_no_partial_file(
         raise OSError(errno.ENOSPC, "No space left on device", str(file))
 
     monkeypatch.setattr(pl.DataFrame, "write_parquet", disk_full)
-    # The disk is full for the validation process too: it stops before staging anything.
-    stops = "import sys; print('locked', flush=True); sys.exit(1)"
-    monkeypatch.setattr(runner, "_prevalidation_command", lambda *_: [sys.executable, "-c", stops])
     out = tmp_path / "out"
     args = ["run", "--config", str(PILOT_CONFIG), "--drop", str(study.drop)]
     assert main([*args, "--out", str(out)]) == 1

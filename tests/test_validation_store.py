@@ -1,22 +1,16 @@
 """The validation store: validation happens once per delivery content, one validator at a
-time; `dpf-eval run` validates in a second process while Dagster starts, and falls back to
-the pipeline's own check if that process fails."""
+time; `dpf-eval run` validates every pending delivery in one batch, in `raw_delivery`."""
 
-import os
 import shutil
 import subprocess
 import sys
-from concurrent.futures import Future
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
 import pytest
 
-from evaluation import validation_store
 from evaluation.config import load_config
 from evaluation.deliveries import data_quality_table, resolve_in_use
-from evaluation.expectation_suites import run_suites_gx_on_files
 from evaluation.extracts import (
     delivery_content_hash,
     discover_deliveries,
@@ -24,9 +18,8 @@ from evaluation.extracts import (
     ref_from_path,
 )
 from evaluation.schema import TABLES
-from evaluation.validation import ValidationReport, clear_suite_cache, suite_outcomes_many
-from evaluation.validation_store import LOCKED, ValidationStore
-from pipelines import runner
+from evaluation.validation import ValidationReport
+from evaluation.validation_store import ValidationStore
 from pipelines.cli import main
 from tests.conftest import PILOT_CONFIG, fast_config
 from tests.deliveries import set_cells, write_delivery
@@ -61,18 +54,32 @@ def test_reports_are_made_once_per_content(tiny, tmp_path, monkeypatch):
     assert store.reports(refs) == {r: store.stored(r) for r in refs}
 
 
+# A validator in another process (another run, or the UI's): it says when it holds the lock
+# and is validating, then validates every pending delivery.
+OTHER_VALIDATOR = """
+import sys
+from pathlib import Path
+from evaluation.config import load_config
+from evaluation.extracts import discover_deliveries
+from evaluation.validation_store import ValidationStore
+config, drop, root = sys.argv[1:]
+store = ValidationStore(Path(root), Path(drop), load_config(config))
+store.reports(discover_deliveries(Path(drop)), lambda todo: print(len(todo), flush=True))
+"""
+
+
 def test_a_second_validator_waits_for_the_first_and_uses_its_reports(tiny, tmp_path, monkeypatch):
     config, drop = tiny
     root = tmp_path / "validation"
     store = ValidationStore(root, drop, load_config(config))
+    refs = discover_deliveries(drop)
     child = subprocess.Popen(
-        [sys.executable, "-m", "evaluation.prevalidate", str(config), str(drop), str(root)],
+        [sys.executable, "-c", OTHER_VALIDATOR, str(config), str(drop), str(root)],
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert child.stdout.readline().strip() == LOCKED
+    assert child.stdout.readline().strip() == str(len(refs))  # it holds the lock
     monkeypatch.setattr(ValidationStore, "validate", _no_validation)
-    refs = discover_deliveries(drop)
     docs = store.reports(refs)  # waits for the child's lock, then reads its reports
     assert child.wait(timeout=120) == 0
     child.stdout.close()
@@ -80,20 +87,24 @@ def test_a_second_validator_waits_for_the_first_and_uses_its_reports(tiny, tmp_p
     assert not any(d["blocking"] for d in docs.values())
 
 
-def test_the_check_validates_when_the_second_process_fails(tiny, tmp_path, monkeypatch, capsys):
+def test_a_run_validates_every_delivery_once_in_one_batch(tiny, tmp_path, monkeypatch):
+    """`dpf-eval run` validates every delivery in one great-expectations batch, in one ingest
+    run (its check's verdict recorded per delivery), and keeps each one's typed tables."""
     config, drop = tiny
+    batches = []
+    validate = ValidationStore.validate
 
-    code = "import sys; print('locked', flush=True); sys.exit(3)"
-    monkeypatch.setattr(runner, "_prevalidation_command", lambda *_: [sys.executable, "-c", code])
+    def counted(self, refs):
+        batches.append(list(refs))
+        return validate(self, refs)
+
+    monkeypatch.setattr(ValidationStore, "validate", counted)
     out = tmp_path / "out"
     assert main(["run", "--config", str(config), "--drop", str(drop), "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "validation in a second process stopped (exit 3" in printed
     refs = discover_deliveries(drop)
-    assert f"validated {len(refs)} deliveries" in printed
+    assert batches == [refs]
     assert (out / "published" / "evaluation-report.html").exists()
 
-    # One ingest run over every delivery, with the check's verdict recorded per delivery.
     instance = dg.DagsterInstance.get()
     key = dg.AssetCheckKey(dg.AssetKey("raw_delivery"), "delivery_conforms")
     history = instance.event_log_storage.get_asset_check_execution_history(key, limit=100)
@@ -102,8 +113,12 @@ def test_the_check_validates_when_the_second_process_fails(tiny, tmp_path, monke
     assert len({r.run_id for r in history}) == 1
     materialised = instance.get_materialized_partitions(dg.AssetKey("raw_delivery"))
     assert materialised == {r.key for r in refs}
-    stored = Path(out / "restricted" / "raw")
-    assert sorted(p.name for p in stored.iterdir()) == sorted(r.force for r in refs)
+    for ref in refs:
+        delivery = load_delivery(ref)
+        stored = out / "restricted" / "raw" / ref.force / ref.extract_date
+        stored = stored / delivery.content_sha256
+        for table, df in delivery.tables.items():
+            assert pl.read_parquet(stored / f"{table}.parquet").equals(df)
 
 
 def _break(tables) -> None:
@@ -120,98 +135,19 @@ def _break(tables) -> None:
     )
 
 
-def test_staged_tables_give_the_same_suite_outcomes_and_a_good_revision_is_kept_from_them(
-    tmp_path,
-):
+def test_a_good_revision_is_kept_and_a_quarantined_one_is_not(tmp_path):
     cfg = load_config(PILOT_CONFIG)
     drop = tmp_path / "drop"
     good = write_delivery(drop, force="ASH")
     bad = write_delivery(drop, force="BRK", edit_tables=_break)
     store = ValidationStore(tmp_path / "validation", drop, cfg)
-    loaded = [load_delivery(ref_from_path(p)) for p in (good, bad)]
-    staged = [store.stage(d) for d in loaded]
-
-    # The suite worker's outcomes from the staged Parquet equal those from the frames read.
-    clear_suite_cache()
-    outcomes = run_suites_gx_on_files(staged)
-    assert outcomes == suite_outcomes_many(loaded, "gx")
-    assert any(not o.success for o in outcomes[1])
-
-    # The good revision's typed copy is linked from the staged files (not written again);
-    # the quarantined one is not kept at all.
-    refs = [d.ref for d in loaded]
-    docs = store.validate(refs, loaded, lambda: outcomes)
+    refs = [ref_from_path(p) for p in (good, bad)]
+    docs = store.validate(refs)
     assert [d["blocking"] for d in docs] == [False, True]
-    kept = store.copy_folder("ASH", "2026-09-30", loaded[0].content_sha256)
-    for table, df in loaded[0].tables.items():
-        copy, staged_copy = kept / f"{table}.parquet", Path(staged[0][table][0])
-        assert copy.stat().st_ino == staged_copy.stat().st_ino
-        assert pl.read_parquet(copy).equals(df)
+    kept = store.copy_folder("ASH", "2026-09-30", docs[0]["content_sha256"])
+    for table, df in load_delivery(refs[0]).tables.items():
+        assert pl.read_parquet(kept / f"{table}.parquet").equals(df)
     assert not (store.raw / "BRK").exists()
-
-
-def test_the_pipeline_reads_each_delivery_once(tiny, tmp_path, monkeypatch):
-    """`dpf-eval run`'s validator reads, validates and keeps the deliveries; `raw_delivery`
-    takes its reports and typed copies instead of reading the deliveries again."""
-    config, drop = tiny
-    monkeypatch.setattr(ValidationStore, "validate", _no_validation)
-    out = tmp_path / "out"
-    assert main(["run", "--config", str(config), "--drop", str(drop), "--out", str(out)]) == 0
-    assert not (out / "restricted" / "validation" / ".staged").exists()
-    for ref in discover_deliveries(drop):
-        delivery = load_delivery(ref)
-        stored = out / "restricted" / "raw" / ref.force / ref.extract_date
-        stored = stored / delivery.content_sha256
-        for table, df in delivery.tables.items():
-            assert pl.read_parquet(stored / f"{table}.parquet").equals(df)
-
-
-def test_suites_run_in_the_validator_when_its_worker_fails(tiny, tmp_path, monkeypatch, capsys):
-    config, drop = tiny
-
-    class BrokenWorker:
-        def submit(self, fn, *args):
-            future = Future()
-            future.set_exception(RuntimeError("worker died"))
-            return future
-
-    root = tmp_path / "validation"
-    worker = BrokenWorker()
-    assert validation_store.prevalidate(str(config), str(drop), str(root), worker) == 0
-    printed = capsys.readouterr()
-    assert printed.out.split() == [validation_store.LOCKED, validation_store.STAGED]
-    assert "suite worker failed" in printed.err
-    refs = discover_deliveries(drop)
-    store = ValidationStore(root, drop, load_config(config))
-    # The same reports as a validation that ran the suites itself (without the suites, each
-    # report would count about half the rules).
-    usual = ValidationStore(tmp_path / "usual", drop, load_config(config)).validate(refs)
-
-    def verdict(doc: dict) -> dict:
-        return {k: v for k, v in doc.items() if k != "validated_at"}
-
-    assert [verdict(store.stored(r)) for r in refs] == [verdict(d) for d in usual]
-
-
-def test_the_suite_worker_starts_before_anything_heavy_with_analytics_off(tmp_path):
-    """`python -m evaluation.prevalidate` starts its great-expectations worker before it
-    imports polars or the validation code (that order is its speed), and the worker runs with
-    great-expectations' analytics off even when the caller did not set them off."""
-    env = {k: v for k, v in os.environ.items() if k != "GX_ANALYTICS_ENABLED"}
-    code = (
-        "import os, sys\n"
-        "from evaluation.prevalidate import start_suite_worker\n"
-        "print(sorted(m for m in ('polars', 'pandas', 'evaluation.validation_store') "
-        "if m in sys.modules))\n"
-        "worker = start_suite_worker()\n"
-        "print(worker.submit(os.getenv, 'GX_ANALYTICS_ENABLED').result(timeout=120))\n"
-        "worker.shutdown()\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
-    ).stdout.split("\n")
-    assert out[0] == "[]"
-    assert out[1] == "false"
 
 
 def _in_use(store: ValidationStore, cfg) -> tuple[object, pl.DataFrame]:
@@ -310,18 +246,9 @@ def test_a_verdict_without_its_typed_copy_is_not_current(tmp_path):
     assert [d["revision"] for d in store.all_revisions()] == [1]
 
 
-class _InlineWorker:
-    """Runs the suite worker's task at once, in this process."""
-
-    def submit(self, fn, *args):
-        future = Future()
-        future.set_result(fn(*args))
-        return future
-
-
-def test_the_store_and_prevalidation_apply_the_study_configs_value_limit(tmp_path):
-    """Both validators of `dpf-eval run` (the store's own, and `prevalidate` with its suite
-    worker) hold values to the study config's `limits.value_chars`, not the default."""
+def test_the_store_applies_the_study_configs_value_limit(tmp_path):
+    """The store's validator holds values to the study config's `limits.value_chars`, not
+    the default."""
     config = tmp_path / "strict.yaml"
     config.write_text(PILOT_CONFIG.read_text() + "\nlimits:\n  value_chars: 32\n")
     drop = tmp_path / "drop"
@@ -335,9 +262,3 @@ def test_the_store_and_prevalidation_apply_the_study_configs_value_limit(tmp_pat
     doc = store.reports([ref])[ref]
     assert doc["blocking"]
     assert [(f["column"], f["rule"]) for f in doc["findings"]] == [("officer_id", "value_length")]
-
-    root = tmp_path / "pre"
-    assert validation_store.prevalidate(str(config), str(drop), str(root), _InlineWorker()) == 0
-    pre = ValidationStore(root, drop, load_config(config)).stored(ref)
-    assert pre["blocking"]
-    assert [(f["column"], f["rule"]) for f in pre["findings"]] == [("officer_id", "value_length")]
