@@ -37,8 +37,8 @@ PYTHON = sys.executable
 
 def _child(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     """Run a child process; return (wall seconds, peak RSS in MB, stdout). The peak is of the
-    whole process tree (the pipeline validates in a second process while Dagster starts):
-    the tree's summed RSS, sampled every 20 ms."""
+    whole process tree (the pipeline and any process it starts): the tree's summed RSS,
+    sampled every 20 ms."""
     import psutil
 
     def rss(process: psutil.Process) -> int:

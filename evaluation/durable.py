@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 from collections import Counter
 from collections.abc import Callable
@@ -53,26 +52,6 @@ def write_text_durably(path: Path, text: str) -> None:
 
 def write_json_durably(path: Path, doc: Any) -> None:
     write_text_durably(path, json.dumps(doc, indent=2, default=str) + "\n")
-
-
-def link_durably(source: Path, path: Path) -> None:
-    """`path` becomes a hard link to `source`, a file already written durably (its data need
-    no second flush: only the new name does); a copy where a link cannot be made."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(source, tmp)
-    except OSError:
-        write_durably(path, lambda copy: shutil.copyfile(source, copy))
-        return
-    try:
-        kill_point("write")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def kill_point(kind: str) -> None:
