@@ -389,6 +389,7 @@ def test_assets_materialise_with_metadata_and_write_results(small, tmp_path):
         for m in result.get_asset_materialization_events()
     }
     assert meta["table_one"]["balanced"].value is True
+
     # Tables are Dagster tables (labelled columns, typed records), not markdown.
     def labels(value: dg.TableMetadataValue) -> list[str]:
         return [c.name for c in value.schema.columns]
