@@ -109,7 +109,7 @@ def bare(config: str, drop: str, out: str, validate: bool = False) -> dict:
     )
     from evaluation.results import build_results, write_json_atomic
     from evaluation.validation import ValidationReport, validate_deliveries
-    from evaluation.warehouse import results_tables, write_warehouse
+    from evaluation.warehouse import warehouse_tables, write_warehouse
 
     timings: dict[str, float] = {}
 
@@ -189,11 +189,14 @@ def bare(config: str, drop: str, out: str, validate: bool = False) -> dict:
     doc = build_results("bare", cfg.sha256, extracts, rows)
     restricted, published = Path(out) / "restricted", Path(out) / "published"
     write_json_atomic(doc, restricted / "results.json")
+    weighted_pl = pl.from_pandas(weighted)  # as the weighted_cohort asset stores it
+    analysis = {"cohort": cohort, "weighted_cohort": weighted_pl, "force_month_panel": pnl}
     timed(
         "warehouse",
-        write_warehouse,
-        {"cohort": cohort, "force_month_panel": pnl, **results_tables(doc)},
-        restricted / "warehouse.duckdb",
+        lambda: write_warehouse(
+            warehouse_tables(doc, cfg, Path(config), sm.headline_inference(cfg), analysis),
+            restricted / "warehouse.duckdb",
+        ),
     )
 
     def reports_():
