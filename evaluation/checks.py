@@ -29,7 +29,7 @@ import pandas as pd
 import polars as pl
 
 from evaluation.config import Disclosure, StudyConfig
-from evaluation.results import METHODS
+from evaluation.results import ESTIMATE_SCHEMA, METHODS
 
 # Relative agreement asked of an independent re-fit (issue 16: "to 1e-6").
 TOLERANCE = 1e-6
@@ -236,20 +236,7 @@ def language(files: Mapping[str, str], cfg: StudyConfig) -> CheckOutcome:
 # results.json
 # --------------------------------------------------------------------------------------------
 RUN_KEYS = ("id", "created", "code_version", "config_sha256", "extracts")
-ESTIMATE_KEYS = (
-    "outcome",
-    "method",
-    "term",
-    "measure",
-    "estimate",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "n",
-    "events",
-    "weighting",
-    "inference",
-)
+ESTIMATE_KEYS = tuple(ESTIMATE_SCHEMA)  # the one list of an estimate row's keys
 # The analysis plan's scales, and those this project writes beside them (its list ends "…").
 MEASURES = (
     "hazard_ratio",

@@ -13,6 +13,8 @@ No Dagster and no database here: `assets/metadata.py` and `evaluation/warehouse.
 from __future__ import annotations
 
 from evaluation.config import OUTCOMES
+from evaluation.fidelity import NOT_ASSESSED, REFERRAL_KINDS
+from evaluation.schema import RISK_LEVELS, TABLES
 
 _OUTCOME_WORDS = {
     "sexual_reoffence": "a sexual reoffence",
@@ -28,16 +30,7 @@ _INTERMEDIATE = {
     "risk_step_down": "whose risk level stepped down since the baseline assessment",
     "protective_gain": "whose protective-factor score rose since the baseline assessment",
 }
-_DELIVERY_TABLES = ("people", "assessments", "contacts", "events", "circumstances")
-_REFERRALS = (
-    "employment",
-    "housing",
-    "mental_health",
-    "other",
-    "relationships",
-    "substance_misuse",
-)
-_RISK_LEVELS = ("low", "medium", "high", "very_high", "not_assessed")
+_RISK_LEVELS = (*RISK_LEVELS, NOT_ASSESSED)
 _WEIGHTINGS = {
     "iptw_att": "inverse probability of treatment weights for the effect on the treated",
     "iptw_ate": "inverse probability of treatment weights for the average effect",
@@ -281,8 +274,8 @@ COLUMNS.update(
     {f"{o}_status": f"1 if {w} was observed, 0 if censored." for o, w in _OUTCOME_WORDS.items()}
 )
 COLUMNS.update({f"{o}_events": f"Events of {w} in the month." for o, w in _OUTCOME_WORDS.items()})
-COLUMNS.update({f"rows_{t}": f"Rows in the delivery's {t} table." for t in _DELIVERY_TABLES})
-COLUMNS.update({f"referral_{k}": f"Referrals for {k.replace('_', ' ')}." for k in _REFERRALS})
+COLUMNS.update({f"rows_{t}": f"Rows in the delivery's {t} table." for t in TABLES})
+COLUMNS.update({f"referral_{k}": f"Referrals for {k.replace('_', ' ')}." for k in REFERRAL_KINDS})
 COLUMNS.update(
     {
         f"contacts_per_person_month_{lv}": f"Contacts per person-month of people at risk level "

@@ -18,6 +18,7 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
+from evaluation.durable import fsync_dir
 from evaluation.filemodes import PUBLIC_DIR, PUBLIC_FILE, public_dir
 
 EDITIONS = "editions"
@@ -44,13 +45,13 @@ def publish_edition(out: Path, files: Mapping[str, str], name: str) -> Path:
             os.chmod(building, PUBLIC_DIR)  # the umask is owner-only; published is not
             for file_name, text in files.items():
                 _write_public(building, file_name, text)
-            _fsync_dir(building)
+            fsync_dir(building)
             os.rename(building, final)
-            _fsync_dir(editions)
+            fsync_dir(editions)
             set_aside = _move_aside_a_published_folder(out)
             os.symlink(f"{EDITIONS}/{name}", link)
             os.replace(link, out / PUBLISHED)  # the switch: one rename
-            _fsync_dir(out)
+            fsync_dir(out)
     except BaseException:
         # Not published: remove what this build made (a full disk, a kill by signal that
         # Python sees, a permission); published/ still names the previous edition.
@@ -125,13 +126,5 @@ def _locked(folder: Path, wait: bool = True):
     try:
         fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
