@@ -17,6 +17,8 @@ job: the checks read the assets as their inputs (through the IO manager).
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
 import pandas as pd
 import polars as pl
@@ -28,7 +30,11 @@ from pipelines.resources import StudyResource
 WARN, ERROR = dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR
 
 
-def _result(outcome: checks.CheckOutcome, severity: dg.AssetCheckSeverity) -> dg.AssetCheckResult:
+def _result(
+    outcome: checks.CheckOutcome, severity: dg.AssetCheckSeverity, **target: Any
+) -> dg.AssetCheckResult:
+    """The check result of a core outcome; `target` (asset_key, check_name) for a check
+    among several of one step."""
     metadata = {
         k: v if isinstance(v, int | float | str) else dg.MetadataValue.json(v)
         for k, v in outcome.metadata.items()
@@ -38,6 +44,7 @@ def _result(outcome: checks.CheckOutcome, severity: dg.AssetCheckSeverity) -> dg
         severity=severity,
         description=outcome.description,
         metadata=metadata,
+        **target,
     )
 
 
@@ -186,15 +193,7 @@ def _publishable(report: str) -> dg.AssetChecksDefinition:
             ("disclosure_control", checks.disclosure(files, cfg.disclosure)),
             ("person_centred_language", checks.language(files, cfg)),
         ):
-            result = _result(outcome, ERROR)
-            yield dg.AssetCheckResult(
-                asset_key=report,
-                check_name=name,
-                passed=result.passed,
-                severity=result.severity,
-                description=result.description,
-                metadata=result.metadata,
-            )
+            yield _result(outcome, ERROR, asset_key=report, check_name=name)
 
     return publishable
 

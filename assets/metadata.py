@@ -115,11 +115,14 @@ def hazard_ratio_metadata(rows: Iterable[Mapping[str, Any]]) -> dict[str, dg.Met
     out: dict[str, dg.MetadataValue] = {}
     for r in rows:
         key = f"hr_{r['outcome']}"
-        for suffix, field in (("", "hr"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high")):
+        for suffix, field in (
+            ("", "hr"),
+            ("_ci_low", "ci_low"),
+            ("_ci_high", "ci_high"),
+            ("_p", "p"),
+        ):
             if (v := _plain(r.get(field))) is not None:
                 out[key + suffix] = dg.MetadataValue.float(float(v))
-        if (p := _plain(r.get("p"))) is not None:
-            out[f"{key}_p"] = dg.MetadataValue.float(float(p))
     return out
 
 

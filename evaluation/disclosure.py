@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.config import Disclosure
+from evaluation.extracts import MANIFEST
 from evaluation.schema import TABLE_COLUMNS, TABLES
 
 WITHHELD = "withheld"
@@ -35,7 +36,6 @@ Cell = tuple[int, int]
 # The contract's own names (extract-spec 1.1): the only file and column names a published
 # page may repeat. Anything else in a delivery was written by the force and could be data (a
 # header row that slipped, a name, a formula), so it is described by its rule instead.
-MANIFEST = "manifest.json"
 MANIFEST_KEYS = ("schema_version", "force_code", "extract_date", "period_start", "period_end",
                  "files")  # fmt: skip
 CONTRACT_FILES = frozenset(

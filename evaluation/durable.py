@@ -50,6 +50,16 @@ def write_text_durably(path: Path, text: str) -> None:
     write_durably(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def read_json_object(path: Path) -> dict | None:
+    """A JSON object written by `write_json_durably`; None if it is missing, unreadable or
+    not an object (a reader then treats it as never written)."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def write_json_durably(path: Path, doc: Any) -> None:
     write_text_durably(path, json.dumps(doc, indent=2, default=str) + "\n")
 

@@ -301,15 +301,6 @@ def _read_regular(
     return data
 
 
-def _read_path(path: Path, limit: int, where: str, key: str) -> bytes:
-    """`_read_regular` for a file named by its path (its folder may be a link)."""
-    try:
-        seen = os.stat(path, follow_symlinks=False)
-    except OSError as exc:
-        raise UnreadableFile(f"{where}: cannot be read ({exc.strerror})") from None
-    return _read_regular(path, None, seen, limit, where, key)
-
-
 # --- content hash ------------------------------------------------------------------------------
 
 # Above this size a file is known to the content hash by its size and times, not read: the
@@ -346,6 +337,12 @@ def _entry_digest(folder: int, name: str, seen: os.stat_result, read: dict[str, 
     return _HASHES[key]
 
 
+def _unusable_hash(exc: UnreadableFile) -> str:
+    """The content hash of a delivery whose folder cannot be used: its rule, so that the
+    sensor, the store and the reader agree, and a change of reason is a change of content."""
+    return _combined_hash([(".", exc.rule)])
+
+
 def _combined_hash(file_hashes: list[tuple[str, str]]) -> str:
     h = hashlib.sha256()
     for name, digest in file_hashes:
@@ -370,7 +367,7 @@ def delivery_content_hash(ref: DeliveryRef) -> str:
         with _delivery_folder(ref) as folder:
             return _content_hash(folder, _lstat_entries(folder), {})
     except UnreadableFile as exc:
-        return _combined_hash([(".", exc.rule)])
+        return _unusable_hash(exc)
 
 
 def _table_names(entries: Iterable[str]) -> dict[str, str]:
@@ -383,14 +380,6 @@ def _table_names(entries: Iterable[str]) -> dict[str, str]:
                 files[table] = f"{table}.{ext}"
                 break
     return files
-
-
-def read_manifest(ref: DeliveryRef, limits: Limits | None = None) -> dict:
-    """The delivery's manifest as a JSON object. Raises UnreadableFile."""
-    limits = limits or Limits()
-    with _delivery_folder(ref) as folder:
-        entries = _lstat_entries(folder)
-        return _parse_manifest(_read_manifest_bytes(ref, folder, entries, limits), ref)
 
 
 def _read_manifest_bytes(
@@ -573,13 +562,8 @@ def _csv_as_text(raw: bytes, where: str) -> pl.DataFrame:
         raise UnreadableFile(f"{where}: cannot be read ({_first_line(exc)})") from None
 
 
-def _read_text_frame(
-    path: Path, where: str, raw: bytes | None = None, limits: Limits | None = None
-) -> pl.DataFrame:
-    """Read a CSV or Parquet file (or its bytes, already read) with every column as text."""
-    limits = limits or Limits()
-    if raw is None:
-        raw = _read_path(path, limits.table_bytes, where, "limits.table_bytes")
+def _read_text_frame(path: Path, where: str, raw: bytes, limits: Limits) -> pl.DataFrame:
+    """Read a CSV or Parquet file's bytes, already read, with every column as text."""
     if path.suffix == ".parquet":
         return _parquet_as_text(raw, where, limits.parquet_decoded_bytes)
     return _csv_as_text(raw, where)
@@ -643,9 +627,7 @@ class _TableRead:
     errors: dict[str, list[int]]
 
 
-def _load_table(
-    path: Path, table: str, where: str, data: bytes | None = None, limits: Limits | None = None
-) -> _TableRead:
+def _load_table(path: Path, table: str, where: str, data: bytes, limits: Limits) -> _TableRead:
     raw = _read_text_frame(path, where, data, limits)
     raw = raw.rename({c: c.lstrip("\ufeff") for c in raw.columns})
     expected = TABLE_COLUMNS[table]
@@ -654,16 +636,6 @@ def _load_table(
     missing = [c.name for c in expected if c.name not in raw.columns]
     frame, errors = _parse_frame(raw, expected)
     return _TableRead(frame, raw.select(extra), missing, errors)
-
-
-def read_table(path: Path, table: str, where: str) -> tuple[pl.DataFrame, list, list, dict]:
-    """Read one table under the contract's schema.
-
-    Returns (frame with contract columns present, typed; extra columns; missing columns;
-    {column: bad row numbers}). Raises `UnreadableFile` (a DeliveryError) if it cannot.
-    """
-    t = _load_table(path, table, where)
-    return t.frame, t.extra.columns, t.missing, t.errors
 
 
 def load_delivery(ref: DeliveryRef | str | Path, limits: Limits | None = None) -> Delivery:
@@ -686,7 +658,7 @@ def load_delivery(ref: DeliveryRef | str | Path, limits: Limits | None = None) -
                 MANIFEST, "manifest_missing", "not read: the delivery folder is not usable"
             ),
         ]
-        return Delivery(ref, {}, {}, {}, _combined_hash([(".", exc.rule)]), problems=problems)
+        return Delivery(ref, {}, {}, {}, _unusable_hash(exc), problems=problems)
 
 
 def _load_open(ref: DeliveryRef, folder: int, limits: Limits) -> Delivery:

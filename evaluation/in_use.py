@@ -27,7 +27,7 @@ from typing import Any
 
 from evaluation.config import StudyConfig
 from evaluation.deliveries import ForceStatus, resolve_in_use
-from evaluation.durable import write_json_durably
+from evaluation.durable import read_json_object, write_json_durably
 
 LAST_EVALUATED = "last-evaluated.json"
 ARMS = ("pilot", "comparison")
@@ -72,11 +72,8 @@ def statuses_from_store(cfg: StudyConfig, out: str | Path) -> list[ForceStatus]:
 def read_last_evaluated(out: str | Path) -> dict[str, Any] | None:
     """The record of the set the last successful evaluation used; None if there is none (or
     it cannot be read: then the next change of set, or any set, starts an evaluation)."""
-    try:
-        doc = json.loads(last_evaluated_path(out).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) and isinstance(doc.get("sha256"), str) else None
+    doc = read_json_object(last_evaluated_path(out))
+    return doc if doc is not None and isinstance(doc.get("sha256"), str) else None
 
 
 def write_last_evaluated(out: str | Path, record: dict[str, Any], run_id: str = "") -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from pathlib import Path
 import polars as pl
 
 from evaluation.config import StudyConfig
-from evaluation.durable import write_json_durably
+from evaluation.durable import read_json_object, write_json_durably
 from evaluation.extracts import (
     DATE_DIR,
     Delivery,
@@ -58,14 +57,6 @@ def validation_root(out: str | Path) -> Path:
 def report_file(root: Path, force: str, delivery: str, revision: int) -> Path:
     """Where the store under `root` keeps the report of one revision of a delivery."""
     return root / force / delivery / f"revision-{revision}.json"
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
 
 
 @dataclass(frozen=True)
@@ -92,7 +83,7 @@ class ValidationStore:
         with contextlib.suppress(OSError):
             for path in folder.iterdir():
                 match = REVISION_FILE.match(path.name)
-                doc = _read_json(path) if match else None
+                doc = read_json_object(path) if match else None
                 if doc is not None:
                     found.append((int(match[1]), doc))
         return [{**doc, "revision": n} for n, doc in sorted(found, key=lambda x: x[0])]

@@ -47,7 +47,6 @@ class RunSummary:
     quarantined: list[str]
     stale: list[str]
     seconds: float
-    nothing_new: bool = False  # the drop was unchanged: nothing was recomputed
     forces: list[str] = field(default_factory=list)  # forces whose data the evaluation used
 
 
@@ -252,7 +251,7 @@ def _run_pipeline(
     # Decided before Dagster is imported: an unchanged drop costs a scan of the drop folder.
     if not recompute and (said := _nothing_new(cfg, store, refs, out_path)):
         echo(said)
-        return _summary(out_path, cfg, started, nothing_new=True)
+        return _summary(out_path, cfg, started)
     todo = [r for r in refs if store.stored(r) is None]
     t0 = time.perf_counter()
     from pipelines.resources import StudyResource
@@ -296,7 +295,7 @@ def _nothing_new(cfg: StudyConfig, store: ValidationStore, refs: list, out: Path
     )
 
 
-def _summary(out: Path, cfg: StudyConfig, started: float, nothing_new=False) -> RunSummary:
+def _summary(out: Path, cfg: StudyConfig, started: float) -> RunSummary:
     """What the evaluation now published used, from the validation store and the record of
     the last evaluation (the same whether this run recomputed or found nothing new)."""
     from evaluation.in_use import read_last_evaluated, statuses_from_store
@@ -309,7 +308,6 @@ def _summary(out: Path, cfg: StudyConfig, started: float, nothing_new=False) -> 
         quarantined=[f"{s.force} {q}" for s in statuses for q in s.quarantined],
         stale=[f"{s.force}: {s.reason}" for s in statuses if s.stale],
         seconds=time.perf_counter() - started,
-        nothing_new=nothing_new,
         forces=sorted({d["force"] for d in record.get("deliveries", [])}),
     )
 
@@ -320,28 +318,24 @@ def _verdicts(
     todo: list,
     result: dg.JobExecutionResult,
     echo,
-) -> list[str]:
-    """Print each validated delivery's verdict; returns the quarantined ones. Raises RunError
+) -> None:
+    """Print each validated delivery's verdict. Raises RunError
     if the ingest run failed for another reason than a verdict on a delivery."""
     _echo_warnings(instance, result.run_id, echo)
     if not result.success and not _only_quarantines(result):
         # The run itself failed (a full disk, a permission): not a verdict on a delivery.
         which = f"{todo[0].force} {todo[0].extract_date}" if len(todo) == 1 else "deliveries"
         raise RunError(f"validating {which}: {_first_error(result)}")
-    quarantined = []
     for i, ref in enumerate(todo, 1):
         doc = study.validation.stored(ref)
         if doc is None:
             raise RunError(f"validating {ref.force} {ref.extract_date}: {_first_error(result)}")
         errors = sum(f["severity"] == "error" for f in doc["findings"])
         warnings = sum(f["severity"] == "warning" for f in doc["findings"])
-        if doc["blocking"]:
-            quarantined.append(f"{ref.force} {ref.extract_date}")
         echo(
             f"[{i}/{len(todo)}] validated {ref.force} {ref.extract_date}: "
             f"{'QUARANTINED' if doc['blocking'] else 'ok'} ({errors} errors, {warnings} warnings)"
         )
-    return quarantined
 
 
 def _evaluate(study: StudyResource, instance: dg.DagsterInstance, echo) -> None:
