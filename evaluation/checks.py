@@ -29,7 +29,7 @@ import pandas as pd
 import polars as pl
 
 from evaluation.config import Disclosure, StudyConfig
-from evaluation.results import ESTIMATE_SCHEMA, METHODS
+from evaluation.results import ESTIMATE_SCHEMA, METHODS, STATUSES
 
 # Relative agreement asked of an independent re-fit (issue 16: "to 1e-6").
 TOLERANCE = 1e-6
@@ -237,6 +237,7 @@ def language(files: Mapping[str, str], cfg: StudyConfig) -> CheckOutcome:
 # --------------------------------------------------------------------------------------------
 RUN_KEYS = ("id", "created", "code_version", "config_sha256", "extracts")
 ESTIMATE_KEYS = tuple(ESTIMATE_SCHEMA)  # the one list of an estimate row's keys
+NUMBERS = ("estimate", "ci_low", "ci_high", "p_value")
 # The analysis plan's scales, and those this project writes beside them (its list ends "…").
 MEASURES = (
     "hazard_ratio",
@@ -251,14 +252,21 @@ MEASURES = (
     "c_index_difference",
     "lr_chi2",
     "min_detectable_hr",
+    # plan 1.1: log-rank, sensitivity and interim analyses
+    "logrank_chi2",
+    "e_value",
+    "e_value_ci",
+    "att_bounds",
+    "breakdown_mbar",
+    "z_boundary",
+    "repeated_ci",
 )
-STATUSES = ("ok", "not_estimable")
 
 
 def results_contract(doc: Mapping[str, Any]) -> CheckOutcome:
     """results.json against its contract (analysis-plan.md, "results.json"): the run's keys,
-    every estimate's keys, method and measure from their vocabularies, status (where
-    present) ok or not_estimable, ci_low <= estimate <= ci_high and 0 <= p <= 1 wherever
+    every estimate's keys, method and measure from their vocabularies, status ok or
+    not_estimable (with a reason and null numbers), ci_low <= estimate <= ci_high and 0 <= p <= 1 wherever
     they are given."""
     problems: list[str] = []
     run = doc.get("run")
@@ -283,8 +291,12 @@ def results_contract(doc: Mapping[str, Any]) -> CheckOutcome:
             problems.append(f"{where}: method not in the plan's vocabulary")
         if row["measure"] not in MEASURES:
             problems.append(f"{where}: measure not in the vocabulary")
-        if "status" in row and row["status"] not in STATUSES:
+        if row["status"] not in STATUSES:
             problems.append(f"{where}: status {row['status']!r}")
+        elif row["status"] == "not_estimable" and (
+            not row["reason"] or any(row[k] is not None for k in NUMBERS)
+        ):
+            problems.append(f"{where}: not_estimable needs a reason and null numbers")
         est, lo, hi, p = row["estimate"], row["ci_low"], row["ci_high"], row["p_value"]
         if lo is not None and hi is not None and not lo <= hi:
             problems.append(f"{where}: ci_low {lo} > ci_high {hi}")

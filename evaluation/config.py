@@ -61,6 +61,15 @@ class MinimumForces(_Strict):
     comparison: int = Field(3, ge=1)
 
 
+class LogRank(_Strict):
+    """The log-rank test beside the Cox model (R `survdiff`): `rho` 0 is the log-rank test,
+    1 the Peto-Peto weighting (Fleming-Harrington G-rho); `stratify_by_force` compares the
+    arms within forces."""
+
+    rho: float = Field(0.0, ge=0)
+    stratify_by_force: bool = False
+
+
 class Analysis(_Strict):
     primary_outcome: Literal["sexual_reoffence", "any_reoffence", "breach", "any_adverse"] = (
         "any_reoffence"
@@ -73,7 +82,13 @@ class Analysis(_Strict):
     weighting: Literal["none", "iptw_att", "iptw_ate", "overlap"] = "iptw_att"
     weight_truncation: tuple[float, float] = (1.0, 99.0)
     cluster_inference: Literal["permutation", "wild_bootstrap"] = "permutation"
-    permutations: int = Field(999, ge=19)
+    permutations: int = Field(999, ge=19)  # draws when there are more assignments than
+    exact_permutation_limit: int = Field(20_000, ge=1)  # this: up to it, every one is used
+    ties: Literal["efron", "breslow"] = "efron"  # tied event times in the Cox models
+    logrank: LogRank = LogRank()
+    # GEE working correlation within force: independence is the primary analysis (always a
+    # valid working covariance); exchangeable, kept valid, is reported as a sensitivity.
+    gee_correlation: Literal["independence", "exchangeable"] = "independence"
     bootstrap_reps: int = Field(999, ge=19)
     seed: int = 20260930
     minimum_forces: MinimumForces = MinimumForces()
@@ -86,6 +101,23 @@ class Analysis(_Strict):
         lo, hi = self.weight_truncation
         if not 0 <= lo < hi <= 100:
             raise ValueError("weight_truncation must be two percentiles 0 <= low < high <= 100")
+        return self
+
+
+class Monitoring(_Strict):
+    """Planned interim analyses (analysis plan 1.1, analysis 11): the information fractions
+    of the looks, as shares of the primary outcome events expected at the final analysis."""
+
+    looks: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
+    expected_events: int = Field(gt=0)
+    final_analysis: dt.date
+    alpha: float = Field(0.025, gt=0, lt=0.5)  # one-sided
+
+    @model_validator(mode="after")
+    def _check(self) -> Monitoring:
+        f = self.looks
+        if not f or any(not 0 < x <= 1 for x in f) or list(f) != sorted(set(f)) or f[-1] != 1:
+            raise ValueError("looks must be increasing fractions in (0, 1] ending at 1")
         return self
 
 
@@ -187,6 +219,7 @@ class StudyConfig(_Strict):
     language: Language
     synthetic: Synthetic = Synthetic()
     notify: Notify = Notify()
+    monitoring: Monitoring | None = None  # None: no interim monitoring (one final analysis)
     forces: tuple[Force, ...]
     # Filled by load_config: the hash of the file's bytes, for results.json provenance.
     sha256: str = ""

@@ -86,6 +86,8 @@ COLUMNS: dict[str, str] = {
     "weighting": "Weighting of the estimate: none, iptw_att, iptw_ate or overlap.",
     "inference": "How the interval and p-value were obtained (permutation, "
     "wild_cluster_bootstrap, cluster_robust, jackknife_crv3, naive_unadjusted, ...).",
+    "status": "ok, or not_estimable where the data cannot support the analysis.",
+    "reason": "Why a not_estimable row could not be estimated, in plain English.",
     "run_id": "The Dagster run that produced the row.",
     # models
     "model": "Which model: primary, adjusted unweighted, naive, or the named variant.",

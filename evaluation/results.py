@@ -26,7 +26,12 @@ METHODS = (
     "c_index",
     "lr_test",
     "power",
+    "e_value",  # analysis plan 1.1, sensitivity
+    "honest_did",
+    "placebo",
+    "interim",
 )
+STATUSES = ("ok", "not_estimable")
 
 
 @dataclass(frozen=True)
@@ -45,10 +50,30 @@ class Estimate:
     events: int | None = None
     weighting: str | None = None
     inference: str | None = None
+    # analysis plan 1.1, "When an analysis cannot be estimated": a row the data cannot support
+    # is kept, with null estimates and a plain-English reason a stakeholder can read.
+    status: str = "ok"
+    reason: str | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; one of {METHODS}")
+        if self.status not in STATUSES:
+            raise ValueError(f"unknown status {self.status!r}; one of {STATUSES}")
+        if self.status == "not_estimable":
+            if not self.reason:
+                raise ValueError("a not_estimable row needs a reason")
+            if any(v is not None for v in (self.estimate, self.ci_low, self.ci_high, self.p_value)):
+                raise ValueError("a not_estimable row has null estimate, interval and p-value")
+
+    @classmethod
+    def not_estimable(
+        cls, outcome: str, method: str, term: str, measure: str, reason: str, **kw: Any
+    ) -> Estimate:
+        """The row of an analysis the data cannot support: null numbers, and why."""
+        return cls(
+            outcome, method, term, measure, None, status="not_estimable", reason=reason, **kw
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _clean(v) for k, v in asdict(self).items()}
@@ -138,6 +163,8 @@ ESTIMATE_SCHEMA: dict[str, pl.DataType] = {
     "events": pl.Int64(),
     "weighting": pl.String(),
     "inference": pl.String(),
+    "status": pl.String(),
+    "reason": pl.String(),
 }
 
 

@@ -330,7 +330,7 @@ def _results() -> dict:
     row = {
         "outcome": "sexual_reoffence", "method": "cox", "term": "pilot", "measure": "hazard_ratio",
         "estimate": 0.8, "ci_low": 0.6, "ci_high": 1.1, "p_value": 0.2, "n": 100, "events": 20,
-        "weighting": "iptw_att", "inference": "permutation", "status": "ok",
+        "weighting": "iptw_att", "inference": "permutation", "status": "ok", "reason": None,
     }  # fmt: skip
     run = {"id": "r", "created": "t", "code_version": "v", "config_sha256": "h", "extracts": []}
     return {"run": run, "estimates": [row]}
@@ -347,6 +347,11 @@ def _results() -> dict:
         lambda d: d["estimates"][0].update(estimate=1.5),
         lambda d: d["estimates"][0].update(p_value=1.5),
         lambda d: d["estimates"][0].update(status="maybe"),
+        lambda d: d["estimates"][0].pop("status"),
+        lambda d: d["estimates"][0].update(status="not_estimable", reason="no events"),
+        lambda d: d["estimates"][0].update(
+            status="not_estimable", estimate=None, ci_low=None, ci_high=None, p_value=None
+        ),
         lambda d: d.update(estimates=[]),
     ],
 )
