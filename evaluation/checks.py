@@ -266,8 +266,8 @@ MEASURES = (
 def results_contract(doc: Mapping[str, Any]) -> CheckOutcome:
     """results.json against its contract (analysis-plan.md, "results.json"): the run's keys,
     every estimate's keys, method and measure from their vocabularies, status ok or
-    not_estimable (with a reason and null numbers), ci_low <= estimate <= ci_high and 0 <= p <= 1 wherever
-    they are given."""
+    not_estimable (with a reason and null numbers), ci_low <= estimate <= ci_high and
+    0 <= p <= 1 wherever they are given."""
     problems: list[str] = []
     run = doc.get("run")
     if not isinstance(run, Mapping):

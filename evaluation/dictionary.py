@@ -86,8 +86,6 @@ COLUMNS: dict[str, str] = {
     "weighting": "Weighting of the estimate: none, iptw_att, iptw_ate or overlap.",
     "inference": "How the interval and p-value were obtained (permutation, "
     "wild_cluster_bootstrap, cluster_robust, jackknife_crv3, naive_unadjusted, ...).",
-    "status": "ok, or not_estimable where the data cannot support the analysis.",
-    "reason": "Why a not_estimable row could not be estimated, in plain English.",
     "run_id": "The Dagster run that produced the row.",
     # models
     "model": "Which model: primary, adjusted unweighted, naive, or the named variant.",
@@ -100,7 +98,8 @@ COLUMNS: dict[str, str] = {
     "z": "Wald z statistic, coef / standard error.",
     "converged": "True if the model fit converged.",
     "usable": "True if the estimate can be reported (model converged, enough events).",
-    "reason": "Why the estimate or delivery is not usable (empty when it is).",
+    "reason": "Why the estimate or delivery is not usable, or a row not_estimable, in plain "
+    "English (empty when it is usable).",
     "warnings": "Warnings raised while fitting the model.",
     "covariates_left_out": "Covariates left out of the model (no variation or too sparse).",
     "events_pilot": "Events in the pilot arm, unweighted.",
@@ -148,7 +147,8 @@ COLUMNS: dict[str, str] = {
     # deliveries and validation
     "delivery": "Extract date of the delivery (the folder name).",
     "revision": "Revision of the delivery (0 first; a re-sent delivery counts up).",
-    "status": "Validation verdict of the delivery: ok, warnings or quarantined.",
+    "status": "Of a delivery, its validation verdict: ok, warnings or quarantined. Of an "
+    "estimate, ok or not_estimable (the data cannot support the analysis).",
     "rows_total": "Rows in all tables of the delivery.",
     "rules_checked": "Validation rules checked.",
     "rules_passed": "Validation rules passed.",
