@@ -16,8 +16,8 @@ Why this module computes things itself rather than calling lifelines / statsmode
 
 Conventions (the same as R ``survival`` and lifelines):
 
-* Cox ties: Efron. Case weights enter the Efron terms through the mean weight of the tied
-  deaths, as in R ``coxph`` and lifelines.
+* Cox ties: Efron (R's default) or Breslow (``ties="breslow"``). Case weights enter the
+  Efron terms through the mean weight of the tied  deaths, as in R ``coxph`` and lifelines.
 * Delayed entry (left truncation): a row is at risk at time t when ``entry < t <= time``,
   i.e. from just after its entry time.
 * ``weights`` are case weights: the point estimates treat them as frequency weights, and so do
@@ -36,19 +36,23 @@ import pandas as pd
 from scipy import stats
 
 ArrayLike = np.ndarray | pd.Series | list
+Ties = Literal["efron", "breslow"]
 
 __all__ = [
     "CoxFit",
+    "LogRankResult",
     "RMSTDifference",
     "TimeInteractionResult",
     "aalen_johansen",
     "events_needed",
     "fit_cox",
     "kaplan_meier",
+    "logrank_test",
     "min_detectable_hr",
     "ph_test",
     "rmst",
     "rmst_difference",
+    "rmst_influence",
     "survival_at",
     "time_interaction_test",
 ]
@@ -124,23 +128,77 @@ def _from_time_zero(curve: pd.DataFrame, start: dict[str, float]) -> pd.DataFram
     return pd.concat([row, curve], ignore_index=True)
 
 
-def kaplan_meier(
-    time: ArrayLike, event: ArrayLike, weights: ArrayLike | None = None, alpha: float = 0.05
-) -> pd.DataFrame:
-    """Weighted Kaplan–Meier estimate with a Greenwood confidence interval.
+def _by_cluster(
+    t: np.ndarray, w: np.ndarray, cluster: ArrayLike, *marks: np.ndarray
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Per-cluster weighted numbers at risk and sums of marks at each distinct time.
 
-    Inputs: follow-up ``time``, ``event`` (1 = event, 0 = censored), optional case ``weights``.
+    Returns (Yg, [Mg, ...]), each (G, K) for G clusters and the K distinct times of ``t``
+    (in the order of ``np.unique``): Yg[g, j] is the weight of cluster g at risk at u_j,
+    Mg[g, j] the weighted sum of the mark over its rows with time u_j. O(n + G K): meant for
+    a few dozen clusters (forces), not one per person.
+    """
+    c = np.asarray(cluster).reshape(-1)
+    if c.shape != t.shape:
+        raise ValueError("cluster must have one label per row")
+    _, codes = _cluster_codes(c)
+    G = int(codes.max()) + 1
+    utime, inv = np.unique(t, return_inverse=True)
+    K = len(utime)
+    cell = codes * K + inv
+
+    def per(v: np.ndarray) -> np.ndarray:
+        return np.bincount(cell, weights=v, minlength=G * K).reshape(G, K)
+
+    at = per(w)
+    Yg = np.cumsum(at[:, ::-1], axis=1)[:, ::-1]
+    return Yg, [per(w * m) for m in marks]
+
+
+def _log_km_influence(Yg: np.ndarray, dg: np.ndarray, n: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Each cluster's influence on log S(u_j) of the KM, (G, K).
+
+    The derivative of log S(t) = sum log(1 - d_j / Y_j) with respect to row i's weight is
+    -sum_{u_j <= t} (dN_i(u_j) - Y_i(u_j) d_j / Y_j) / (Y_j - d_j); the influence of a
+    cluster is the sum over its rows of weight x derivative (R ``survfit(robust=TRUE)``'s
+    infinitesimal jackknife). Multiplying every weight by a constant leaves it unchanged.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # everyone at risk fails: S is 0 from here on and the term is 0, as in Greenwood
+        inc = np.where(n > d, (dg - Yg * (d / n)) / (n - d), 0.0)
+    return -np.cumsum(inc, axis=1)
+
+
+def kaplan_meier(
+    time: ArrayLike,
+    event: ArrayLike,
+    weights: ArrayLike | None = None,
+    alpha: float = 0.05,
+    cluster: ArrayLike | None = None,
+) -> pd.DataFrame:
+    """Weighted Kaplan–Meier estimate with a pointwise log-log confidence interval.
+
+    Inputs: follow-up ``time``, ``event`` (1 = event, 0 = censored), optional case ``weights``
+    and ``cluster`` labels (e.g. force).
     Output: one row per distinct observed time (plus a time-0 row when no time is 0) with
     ``time, at_risk, events, survival, ci_low, ci_high, n_at_risk``: ``at_risk`` and
     ``events`` are weighted; ``n_at_risk`` is the unweighted head count (for disclosure
     control of published curves).
 
-    Variance: Greenwood, with weighted counts (sum d / (n (n - d))): for integer weights this
-    equals the variance from replicating rows. The interval is the log-log ("exponential
-    Greenwood") interval that lifelines uses, exp(-exp(log(-log S) -/+ z sqrt(V) / log S));
-    R ``survfit``'s default ("log") differs. Unweighted it equals lifelines
-    ``KaplanMeierFitter``. (lifelines truncates weighted counts to integers in its variance,
-    so weighted intervals differ from lifelines by design.)
+    Variance of log S:
+
+    * with ``cluster``: the robust (infinitesimal-jackknife) variance, each cluster's summed
+      influence squared (``_log_km_influence``), as R ``survfit(..., weights = w,
+      robust = TRUE, cluster = cl)``; no small-sample factor. It does not change when every
+      weight is multiplied by a constant: use it for estimated (propensity) weights.
+    * without: Greenwood with weighted counts (sum d / (n (n - d))), i.e. the weights are
+      frequency weights (integer weights equal replicating rows; doubling every weight
+      shrinks the interval). Unweighted it equals lifelines ``KaplanMeierFitter``.
+
+    The interval is the log-log ("exponential Greenwood") interval that lifelines uses,
+    exp(-exp(log(-log S) -/+ z sqrt(V) / log S)); R ``survfit``'s default ("log") differs.
+    (lifelines truncates weighted counts to integers in its variance, so weighted intervals
+    differ from lifelines by design.)
     """
     t, e, w = _check_inputs(time, event, weights)
     utime, n, n_head, (d,) = _counts_by_time(t, w, e.astype(float))
@@ -148,8 +206,12 @@ def kaplan_meier(
         surv = np.cumprod(1.0 - d / n)
         # Everyone at risk fails: the term is infinite, S is 0 from here on; lifelines sets 0
         term = np.where(n > d, d / (n * (n - d)), 0.0)
-    green = np.cumsum(term)
-    lo, hi = _loglog_ci(surv, green, alpha)
+    if cluster is None:
+        var_log = np.cumsum(term)
+    else:
+        Yg, (dg,) = _by_cluster(t, w, cluster, e.astype(float))
+        var_log = np.sum(_log_km_influence(Yg, dg, n, d) ** 2, axis=0)
+    lo, hi = _loglog_ci(surv, var_log, alpha)
     df = pd.DataFrame(
         {
             "time": utime,
@@ -194,24 +256,62 @@ def survival_at(
     return float(curve[column].to_numpy()[i])
 
 
+def _cif_influence(
+    t: np.ndarray,
+    w: np.ndarray,
+    cluster: ArrayLike,
+    any_event: np.ndarray,
+    this: np.ndarray,
+    n: np.ndarray,
+    da: np.ndarray,
+    dk: np.ndarray,
+    sp0: np.ndarray,
+) -> np.ndarray:
+    """Each cluster's influence on the Aalen–Johansen incidence F(u_j), (G, K).
+
+    F(t) = sum_{u_j <= t} S(u_j-) dk_j / Y_j with S the all-cause KM, so the derivative with
+    respect to row i's weight is sum_{u_j <= t} [S(u_j-) dlogS(u_j-) dk_j / Y_j
+    + S(u_j-) (dN_ik(u_j) - Y_i(u_j) dk_j / Y_j) / Y_j], dlogS the KM's (``_log_km_influence``);
+    summed over a cluster's rows with their weights. ``sp0`` is S(u_j-) / Y_j.
+    """
+    Yg, (dag, dkg) = _by_cluster(t, w, cluster, any_event, this)
+    log_s = _log_km_influence(Yg, dag, n, da)
+    log_s_left = np.c_[np.zeros(len(Yg)), log_s[:, :-1]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inc = sp0 * (log_s_left * dk + dkg - Yg * (dk / n))
+    return np.cumsum(np.where(n > 0, inc, 0.0), axis=1)
+
+
 def aalen_johansen(
     time: ArrayLike,
     status: ArrayLike,
     cause: int,
     weights: ArrayLike | None = None,
     alpha: float = 0.05,
+    cluster: ArrayLike | None = None,
 ) -> pd.DataFrame:
     """Aalen–Johansen cumulative incidence of ``cause`` with competing events.
 
     Inputs: ``time``; integer ``status`` (0 = censored, any other value = the event type that
-    ended follow-up); the ``cause`` of interest; optional case ``weights``.
+    ended follow-up); the ``cause`` of interest; optional case ``weights`` and ``cluster``
+    labels (e.g. force).
     Output: one row per distinct time (plus a time-0 row) with
     ``time, at_risk, cif, se, ci_low, ci_high, n_at_risk``.
 
-    The estimate and its delta-method standard error are those of statsmodels
-    ``CumIncidenceRight`` (which matches R), written with weighted counts so that integer
-    weights equal replicated rows. The interval is log-log on the incidence,
-    cif ** exp(-/+ z se / (cif log cif)) (as in R ``cmprsk``), which stays inside (0, 1).
+    The estimate is that of statsmodels ``CumIncidenceRight`` (which matches R). Its
+    standard error:
+
+    * with ``cluster``: the robust (infinitesimal-jackknife) variance, each cluster's summed
+      influence (weight x derivative of the incidence with respect to the row's weight)
+      squared; it does not change when every weight is multiplied by a constant. R
+      ``survfit`` computes the same influence (``influence = TRUE``) but, in survival
+      3.5-3, ignores ``cluster`` for multi-state curves: the reference is
+      ``rowsum(w * fit$influence.pstate[, , k], cluster)``.
+    * without: the delta-method formula of statsmodels, with weighted counts (frequency
+      weights: integer weights equal replicated rows).
+
+    The interval is log-log on the incidence, cif ** exp(-/+ z se / (cif log cif)) (as in R
+    ``cmprsk``), which stays inside (0, 1).
     """
     t = _as_float(time, "time")
     s = np.asarray(status).reshape(-1)
@@ -242,6 +342,8 @@ def aalen_johansen(
         ra2 = sp0 * dk / n
         v -= 2 * cif * np.cumsum(ra2)
         v += 2 * np.cumsum(cif * ra2)
+    if cluster is not None:
+        v = np.sum(_cif_influence(t, w, cluster, any_event, this, n, da, dk, sp0) ** 2, axis=0)
     se = np.sqrt(np.maximum(v, 0.0))
     z = _z(alpha)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -310,10 +412,13 @@ class _RiskIndex:
     death_j: np.ndarray  # (E,) event-time index of each event
     death_starts: np.ndarray  # (J,) first position in death_rows of each event time
     d: np.ndarray  # (J,) number of tied events at t_j
-    frac: np.ndarray  # (E,) Efron fraction k / d_j for the k-th of d_j tied events
+    frac: np.ndarray  # (E,) Efron fraction k / d_j for the k-th of d_j tied events; 0 Breslow
+    ties: Ties = "efron"
 
 
-def _risk_index(time: np.ndarray, event: np.ndarray, entry: np.ndarray | None) -> _RiskIndex:
+def _risk_index(
+    time: np.ndarray, event: np.ndarray, entry: np.ndarray | None, ties: Ties = "efron"
+) -> _RiskIndex:
     order = np.argsort(time, kind="stable")
     stop = time[order]
     ev = event[order]
@@ -324,7 +429,8 @@ def _risk_index(time: np.ndarray, event: np.ndarray, entry: np.ndarray | None) -
     death_starts = np.r_[0, np.cumsum(d)[:-1]].astype(np.intp)
     # position of each event within its tie group, 0..d_j-1
     within = np.arange(len(death_rows)) - death_starts[death_j]
-    frac = within / d[death_j]
+    # Breslow: every tied event sees the whole risk set (no Efron fractions)
+    frac = within / d[death_j] if ties == "efron" else np.zeros(len(death_rows))
     idx_stop = np.searchsorted(stop, event_times, side="left")
     n_le_stop = np.searchsorted(event_times, stop, side="right")
     entry_order = entry_starts = entry_pos = None
@@ -354,6 +460,7 @@ def _risk_index(time: np.ndarray, event: np.ndarray, entry: np.ndarray | None) -
         death_starts=death_starts,
         d=d,
         frac=frac,
+        ties=ties,
     )
 
 
@@ -405,8 +512,10 @@ class _CoxProblem:
         self.w = w
         self.offset = offset
         dr = ri.death_rows
+        # Efron: each of d tied events carries their mean weight; Breslow: its own weight
         wd = np.add.reduceat(w[dr], ri.death_starts) if len(dr) else np.zeros(0)
-        self.mw = (wd / ri.d)[ri.death_j] if len(dr) else np.zeros(0)
+        mean_w = (wd / ri.d)[ri.death_j] if len(dr) else np.zeros(0)
+        self.mw = mean_w if ri.ties == "efron" else w[dr]
         self.set_X(Xs)
 
     def set_X(self, Xs: np.ndarray) -> None:
@@ -434,7 +543,11 @@ class _State:
 
 
 def _evaluate(pr: _CoxProblem, beta: np.ndarray, info: bool = True) -> _State:
-    """Efron log partial likelihood, score and information at ``beta`` in O(n p^2)."""
+    """Log partial likelihood, score and information at ``beta`` in O(n p^2).
+
+    Efron ties; Breslow is the special case with no fractions (``frac`` 0) and each event's
+    own weight (``mw``), set up by ``_risk_index`` and ``_CoxProblem``.
+    """
     ri, Xs, w = pr.ri, pr.Xs, pr.w
     eta = _mv(Xs, beta)
     if pr.offset is not None:
@@ -474,11 +587,12 @@ def _evaluate(pr: _CoxProblem, beta: np.ndarray, info: bool = True) -> _State:
 
 
 def _score_residuals(pr: _CoxProblem, st: _State) -> np.ndarray:
-    """Efron score residuals (unweighted, sorted rows), as R ``residuals(fit, "score")``.
+    """Score residuals (unweighted, sorted rows), as R ``residuals(fit, "score")``.
 
     L_i = delta_i (x_i - mean xbar at t_i) - e_i sum_j h_j (x_i - xbar_j) over i's risk set,
     where each tied event time is split into d Efron pieces k with hazard mw / D_k and mean
-    A_k / D_k, and an event at t_j carries only weight (1 - k/d) in piece k. O(n p).
+    A_k / D_k, and an event at t_j carries only weight (1 - k/d) in piece k (Breslow: every
+    piece is the whole risk set, k/d = 0). O(n p).
     """
     ri, Xs = pr.ri, pr.Xs
     dr = ri.death_rows
@@ -516,7 +630,7 @@ def _solve(imat: np.ndarray, u: np.ndarray) -> np.ndarray:
 def _newton(
     pr: _CoxProblem, beta0: np.ndarray, max_iter: int = 30, tol: float = 1e-9
 ) -> _NewtonResult:
-    """Newton–Raphson with step halving on the Efron partial likelihood.
+    """Newton–Raphson with step halving on the (Efron or Breslow) partial likelihood.
 
     Converged when the next Newton step is below ``tol`` in every coefficient (so the
     returned coefficients are within about ``tol`` of the maximum: the state at the returned
@@ -565,9 +679,10 @@ def _problem(
     w: np.ndarray,
     ent: np.ndarray | None,
     off: np.ndarray | None,
+    ties: Ties = "efron",
 ) -> _CoxProblem:
     """Sort, centre (coefficients are unchanged; exp(eta) stays in range) and index."""
-    ri = _risk_index(t, ev, ent)
+    ri = _risk_index(t, ev, ent, ties)
     Xs = Xa[ri.order]
     if Xs.shape[1]:
         Xs = Xs - Xs.mean(axis=0)
@@ -581,7 +696,7 @@ def _problem(
 
 @dataclass
 class CoxFit:
-    """A fitted Cox model (Efron ties).
+    """A fitted Cox model (Efron or Breslow ties: ``ties``).
 
     ``se``/``cov`` are model-based (inverse information). ``robust_cov`` is the sandwich
     V B V with B the sum over clusters of outer products of summed weighted score residuals
@@ -605,6 +720,7 @@ class CoxFit:
     cluster_factor: float = 1.0
     weighted_events: float = float("nan")
     alpha: float = 0.05
+    ties: Ties = "efron"
 
     @property
     def robust_se(self) -> np.ndarray | None:
@@ -722,8 +838,9 @@ def fit_cox(
     tol: float = 1e-9,
     alpha: float = 0.05,
     min_events_per_term: int = 10,
+    ties: Ties = "efron",
 ) -> CoxFit:
-    """Cox proportional hazards model, Efron ties, fitted by Newton–Raphson in numpy.
+    """Cox proportional hazards model fitted by Newton–Raphson in numpy.
 
     Inputs: covariates ``X`` (n x p array or DataFrame), ``time``, ``event`` (0/1), optional
     case ``weights``, ``cluster`` labels (robust variance clustered on them), delayed
@@ -731,6 +848,7 @@ def fit_cox(
     starting values ``init``. ``robust=True`` without ``cluster`` treats each row as its own
     cluster. ``cluster_adjust=True`` multiplies the cluster-robust variance by G/(G-1); the
     default (False) matches R ``coxph(cluster=)``, which applies no small-sample factor.
+    ``ties``: ``"efron"`` (R's default) or ``"breslow"`` (R ``coxph(ties = "breslow")``).
 
     Output: ``CoxFit``. Problems (non-convergence, an infinite coefficient, too few events,
     a singular information matrix) are listed in ``warnings`` and make ``converged`` False
@@ -755,14 +873,16 @@ def fit_cox(
     if n_events == 0:
         return CoxFit(
             nan_p, nan_p, nan_pp, None, float("nan"), float("nan"), n, 0, 0, False,
-            ["no events: the model cannot be fitted"], cols, alpha=alpha,
+            ["no events: the model cannot be fitted"], cols, alpha=alpha, ties=ties,
         )  # fmt: skip
     if n_events < min_events_per_term * max(p, 1):
         warn.append(
             f"too few events: {n_events} events for {p} terms "
             f"(fewer than {min_events_per_term} per term); estimates may be unstable"
         )
-    pr = _problem(Xa, t, ev, w, ent, off)
+    if ties not in ("efron", "breslow"):
+        raise ValueError(f"ties must be 'efron' or 'breslow', not {ties!r}")
+    pr = _problem(Xa, t, ev, w, ent, off, ties)
     ri, Xs, ws = pr.ri, pr.Xs, pr.w
     beta0 = np.zeros(p) if init is None else _as_float(init, "init")
     res = _newton(pr, beta0, max_iter=max_iter, tol=tol)
@@ -820,6 +940,7 @@ def fit_cox(
         cluster_factor=factor,
         weighted_events=wev,
         alpha=alpha,
+        ties=ties,
     )
 
 
@@ -846,23 +967,24 @@ def ph_test(
     *,
     fit: CoxFit | None = None,
     transform: Literal["km", "identity", "rank", "log"] = "km",
+    ties: Ties = "efron",
 ) -> pd.DataFrame:
     """Grambsch–Therneau test of proportional hazards, as R (>= 3.0) ``cox.zph``.
 
     For each term, the score test of adding x * g(t) to the fitted model, evaluated at the
     fitted coefficients (the score for the original terms is set to 0) with the full 2p x 2p
-    Efron information; GLOBAL tests all p time interactions at once. g is 1 - KM(t-) for
-    ``transform="km"`` (unweighted KM of all rows, left-continuous, centred by its mean over
-    the events), as in R. Inputs as ``fit_cox`` (``fit``: the fitted model, refitted if
-    omitted). Output: DataFrame ``term, chisq, df, p`` with a last row ``GLOBAL``.
+    information (the ties of ``fit``, else ``ties``); GLOBAL tests all p time interactions at
+    once. g is 1 - KM(t-) for ``transform="km"`` (unweighted KM of all rows, left-continuous,
+    centred by its mean over the events), as in R. Inputs as ``fit_cox`` (``fit``: the fitted
+    model, refitted if omitted). Output: DataFrame ``term, chisq, df, p``, last row ``GLOBAL``.
     """
     Xa, cols = _design(X, names)
     t, ev, w = _check_inputs(time, event, weights)
     ent = None if entry is None else _as_float(entry, "entry")
     if fit is None:
-        fit = fit_cox(Xa, t, ev, weights=w, entry=ent, names=cols)
+        fit = fit_cox(Xa, t, ev, weights=w, entry=ent, names=cols, ties=ties)
     p = Xa.shape[1]
-    pr = _problem(Xa, t, ev, w, ent, None)
+    pr = _problem(Xa, t, ev, w, ent, None, fit.ties)
     ri, Xs, ws = pr.ri, pr.Xs, pr.w
     st = _evaluate(pr, fit.coef)
     # time transform, per distinct event time
@@ -939,6 +1061,7 @@ def time_interaction_test(
     names: list[str] | None = None,
     cut: float | None = None,
     cluster_adjust: bool = False,
+    ties: Ties = "efron",
 ) -> TimeInteractionResult:
     """Test whether the treatment effect changes after ``cut`` (default: median event time).
 
@@ -975,6 +1098,7 @@ def time_interaction_test(
         entry=start,
         names=[*cols, f"{cols[k]}:late"],
         cluster_adjust=cluster_adjust,
+        ties=ties,
     )
     se = fit.se_used[-1]
     est = float(fit.coef[-1])
@@ -990,6 +1114,127 @@ def time_interaction_test(
         robust=fit.robust_cov is not None,
         converged=fit.converged,
         warnings=list(fit.warnings),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Log-rank test
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LogRankResult:
+    """Two-group log-rank test: ``observed``/``expected`` are group 1's (weighted) events."""
+
+    chisq: float
+    df: int
+    p: float
+    observed: float
+    expected: float
+    variance: float
+    rho: float
+    stratified: bool
+    robust: bool
+    n_clusters: int | None = None
+
+
+def _survdiff_stratum(t: np.ndarray, e: np.ndarray, g: np.ndarray, rho: float) -> np.ndarray:
+    """(O - E, E, V) of group 1 in one stratum, as R ``survdiff`` (C routine survdiff2)."""
+    utime, n, _, (d, n1_at, d1) = _counts_by_time(t, np.ones(len(t)), e, g, e * g)
+    n1 = np.cumsum(n1_at[::-1])[::-1]
+    ev = d > 0
+    n, d, n1, d1 = n[ev], d[ev], n1[ev], d1[ev]
+    # Fleming–Harrington weight: the pooled KM just before each time, to the power rho
+    km = np.cumprod(1.0 - d / n)
+    wt = np.r_[1.0, km[:-1]] ** rho
+    e1 = n1 * d / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v = np.where(n > 1, wt**2 * d * (n - d) / (n * (n - 1)) * n1 * (1 - n1 / n), 0.0)
+    return np.array([np.sum(wt * (d1 - e1)), np.sum(wt * e1), np.sum(v)])
+
+
+def logrank_test(
+    time: ArrayLike,
+    event: ArrayLike,
+    group: ArrayLike,
+    *,
+    rho: float = 0.0,
+    strata: ArrayLike | None = None,
+    weights: ArrayLike | None = None,
+    cluster: ArrayLike | None = None,
+) -> LogRankResult:
+    """Log-rank test of ``group == 1`` against ``group == 0`` (chi-square, 1 df).
+
+    Unweighted (no ``weights``, no ``cluster``): R ``survdiff(Surv(time, event) ~ group,
+    rho = rho)``, with ``+ strata(strata)`` when given: the G-rho family of Harrington and
+    Fleming, each event time weighted by S(t-)^rho (pooled KM of the stratum; rho = 0 the
+    log-rank test, 1 Peto-Peto), hypergeometric variance, summed over strata. A stratum
+    that holds one group only adds nothing.
+
+    With case ``weights`` and/or ``cluster`` labels: survdiff has neither, so the test is the
+    robust score test of ``group`` in a Breslow Cox model at coefficient 0, R
+    ``coxph(Surv(time, event) ~ group, weights = w, cluster = cl, ties = "breslow")``'s
+    robust score test (``fit$rscore``): the score is the weighted observed minus expected
+    events (the log-rank numerator with weighted counts) and its variance is the sum over
+    clusters (rows, without ``cluster``) of the squared summed score residuals, so it does
+    not change when every weight is multiplied by a constant. Only rho = 0, no strata.
+    """
+    t, e, w = _check_inputs(time, event, weights)
+    g = np.asarray(group, dtype=float).reshape(-1)
+    if g.shape != t.shape or not np.all(np.isin(g, (0.0, 1.0))):
+        raise ValueError("group must be 0/1 with one value per row")
+    if rho < 0:
+        raise ValueError("rho must be >= 0")
+    if weights is None and cluster is None:
+        if strata is None:
+            codes, k = np.zeros(len(t), dtype=np.intp), 1
+        else:
+            labels, codes = _cluster_codes(strata)
+            k = len(labels)
+        oe, ex, var = sum(
+            _survdiff_stratum(t[codes == s], e[codes == s].astype(float), g[codes == s], rho)
+            for s in range(k)
+        )
+        chisq = oe**2 / var if var > 0 else float("nan")
+        return LogRankResult(
+            chisq=float(chisq),
+            df=1,
+            p=float(stats.chi2.sf(chisq, 1)) if var > 0 else float("nan"),
+            observed=float(oe + ex),
+            expected=float(ex),
+            variance=float(var),
+            rho=float(rho),
+            stratified=strata is not None,
+            robust=False,
+        )
+    if rho != 0 or strata is not None:
+        raise ValueError("the weighted (robust) log-rank test has rho = 0 and no strata")
+    pr = _problem(g[:, None], t, e, w, None, None, "breslow")
+    st = _evaluate(pr, np.zeros(1))
+    Lw = pr.w * _score_residuals(pr, st)[:, 0]
+    if cluster is None:
+        codes, G = np.arange(len(t)), len(t)
+    else:
+        c = np.asarray(cluster).reshape(-1)
+        if c.shape != t.shape:
+            raise ValueError("cluster must have one label per row")
+        _, codes = _cluster_codes(c[pr.ri.order])
+        G = int(codes.max()) + 1
+    ug = np.bincount(codes, weights=Lw, minlength=G)
+    u, var = float(st.score[0]), float(ug @ ug)
+    chisq = u**2 / var if var > 0 else float("nan")
+    observed = float(np.sum(w[e & (g == 1)]))
+    return LogRankResult(
+        chisq=float(chisq),
+        df=1,
+        p=float(stats.chi2.sf(chisq, 1)) if var > 0 else float("nan"),
+        observed=observed,
+        expected=observed - u,
+        variance=var,
+        rho=0.0,
+        stratified=False,
+        robust=True,
+        n_clusters=None if cluster is None else G,
     )
 
 
@@ -1030,6 +1275,57 @@ def rmst(km_df: pd.DataFrame, tau: float) -> tuple[float, float]:
     return total, var
 
 
+def rmst_influence(
+    time: ArrayLike, event: ArrayLike, weights: ArrayLike | None, tau: float
+) -> tuple[float, np.ndarray]:
+    """RMST up to ``tau`` from the weighted KM curve, and each row's influence on it.
+
+    Returns (rmst, psi) with psi_i = -w_i * integral_0^tau A(s) / (Y(s) - dN(s)) dM_i(s):
+    A(s) the area under the KM curve from s to tau, Y and dN the weighted numbers at risk and
+    of events, M_i row i's counting-process martingale; psi_i is w_i times the derivative of
+    the RMST with respect to w_i (the infinitesimal jackknife, the integral of R
+    ``survfit(..., influence = TRUE)``'s ``influence.surv`` from 0 to tau). Unweighted,
+    sum psi_i^2 is the Greenwood plug-in variance of ``rmst``; summing psi over a cluster
+    first gives a variance that respects clustering. Multiplying every weight by a constant
+    leaves psi unchanged. ``tau`` must not exceed the last time.
+    """
+    t, e, w = _check_inputs(time, event, weights)
+    if tau > t.max():
+        raise ValueError(f"tau={tau} is beyond the last observed time {t.max()}")
+    utime, y, _, (d,) = _counts_by_time(t, w, e.astype(float))
+    keep = utime <= tau
+    u, y, d = utime[keep], y[keep], d[keep]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        surv = np.cumprod(1.0 - d / y)
+        # everyone at risk fails: S is 0 afterwards and the term is 0, as in the KM variance
+        inv_yd = np.where(y > d, 1.0 / (y - d), 0.0)
+    # area from u_j to tau (S right-continuous: S(u_j) on [u_j, u_{j+1}))
+    widths = np.diff(np.r_[u, tau])
+    A = np.cumsum((surv * widths)[::-1])[::-1]
+    first = u[0] if len(u) else tau
+    total = float(first + (A[0] if len(u) else 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = np.where(y > 0, A * (d / y) * inv_yd, 0.0)  # compensator increments
+    cum_c = np.r_[0.0, np.cumsum(c)]
+    # event times up to min(T_i, tau) that row i is at risk at
+    n_le = np.searchsorted(u, np.minimum(t, tau), side="right")
+    jump = np.zeros(len(t))
+    ev_in = e & (t <= tau)
+    j = np.searchsorted(u, t[ev_in])
+    jump[ev_in] = A[j] * inv_yd[j]
+    psi = -w * (jump - cum_c[n_le])
+    return total, psi
+
+
+def _cluster_variance(psi: np.ndarray, cluster: ArrayLike | None) -> float:
+    """sum over clusters of (summed influence)^2; each row its own cluster without labels."""
+    if cluster is None:
+        return float(psi @ psi)
+    _, codes = _cluster_codes(cluster)
+    u = np.bincount(codes, weights=psi)
+    return float(u @ u)
+
+
 @dataclass
 class RMSTDifference:
     """RMST difference (group 1 minus group 0) at ``tau`` with a normal-theory interval."""
@@ -1053,25 +1349,36 @@ def rmst_difference(
     tau: float,
     weights: ArrayLike | None = None,
     alpha: float = 0.05,
+    cluster: ArrayLike | None = None,
 ) -> RMSTDifference:
     """Difference in RMST up to ``tau`` between ``group == 1`` and ``group == 0``.
 
-    Each arm's RMST and variance come from ``rmst`` on its (weighted) KM; the arms are
-    independent samples, so the variances add (as ``survRM2::rmst2``). The variance treats
-    people as independent: it does not reflect clustering by force.
+    Each arm's RMST comes from its (weighted) KM. The variance is the infinitesimal
+    jackknife (``rmst_influence``): each row's influence, summed by ``cluster`` when given
+    (a cluster may hold rows of both arms), squared and added; no small-sample factor, a
+    normal interval. Without ``cluster`` the rows are treated as independent; unweighted
+    that is the Greenwood plug-in variance of ``rmst`` with the arms' variances added (as
+    ``survRM2::rmst2``). Multiplying every weight by a constant leaves the variance
+    unchanged (the weights are not frequency weights).
     """
     t, e, w = _check_inputs(time, event, weights)
     g = np.asarray(group).reshape(-1)
     if not np.all(np.isin(g, [0, 1])):
         raise ValueError("group must be 0/1")
-    out = {}
+    cl = None if cluster is None else np.asarray(cluster).reshape(-1)
+    if cl is not None and cl.shape != t.shape:
+        raise ValueError("cluster must have one label per row")
+    mu, var = {}, {}
+    psi = np.zeros(len(t))
     for arm in (1, 0):
         m = g == arm
         if not m.any():
             raise ValueError(f"no rows with group == {arm}")
-        out[arm] = rmst(kaplan_meier(t[m], e[m], w[m]), tau)
-    est = out[1][0] - out[0][0]
-    se = math.sqrt(out[1][1] + out[0][1])
+        mu[arm], psi_arm = rmst_influence(t[m], e[m], w[m], tau)
+        var[arm] = _cluster_variance(psi_arm, None if cl is None else cl[m])
+        psi[m] = psi_arm if arm == 1 else -psi_arm
+    est = mu[1] - mu[0]
+    se = math.sqrt(_cluster_variance(psi, cl))
     z = _z(alpha)
     p = float(2 * stats.norm.sf(abs(est / se))) if se > 0 else float("nan")
     return RMSTDifference(
@@ -1081,10 +1388,10 @@ def rmst_difference(
         ci_low=est - z * se,
         ci_high=est + z * se,
         p=p,
-        rmst_1=out[1][0],
-        rmst_0=out[0][0],
-        se_1=math.sqrt(out[1][1]),
-        se_0=math.sqrt(out[0][1]),
+        rmst_1=mu[1],
+        rmst_0=mu[0],
+        se_1=math.sqrt(var[1]),
+        se_0=math.sqrt(var[0]),
     )
 
 

@@ -13,6 +13,7 @@ import pytest
 from lifelines import CoxPHFitter, CoxTimeVaryingFitter, KaplanMeierFitter
 from lifelines.datasets import load_rossi
 from lifelines.utils import restricted_mean_survival_time
+from scipy import stats
 from statsmodels.duration.hazard_regression import PHReg
 from statsmodels.duration.survfunc import CumIncidenceRight
 
@@ -24,6 +25,7 @@ from evaluation.survival import (
     events_needed,
     fit_cox,
     kaplan_meier,
+    logrank_test,
     min_detectable_hr,
     ph_test,
     rmst,
@@ -569,3 +571,173 @@ def test_min_detectable_hr_inverts_events_needed():
     hr = min_detectable_hr(400, 0.3)
     assert events_needed(hr, 0.3) in (400, 401)
     assert math.isnan(min_detectable_hr(0, 0.5))
+
+
+# ------------------------------------------------------------------------------------------
+# Robust (clustered) variances, the log-rank test and Breslow ties (issue 17, items 3 and 5)
+# ------------------------------------------------------------------------------------------
+
+# 80 rows with tied times, competing events (s = 2), non-integer weights, six clusters and a
+# group that varies within clusters. The R references below were computed once on exactly
+# these rows (R 4, survival 3.5-3), d <- data.frame(t = T, s = S, g = G, x = X, w = W,
+# cl = CL); d$e <- as.integer(d$s == 1).
+# fmt: off
+T_R = [25, 9, 30, 19, 6, 10, 1, 6, 2, 3, 6, 14, 5, 9, 30, 12, 14, 2, 2, 1, 19, 4, 10, 3, 16, 6, 20,
+    10, 4, 4, 8, 15, 5, 4, 15, 7, 19, 12, 30, 1, 19, 8, 17, 7, 25, 21, 19, 3, 2, 10, 5, 2, 2, 10,
+    12, 3, 2, 7, 2, 13, 24, 2, 20, 15, 30, 23, 11, 20, 1, 3, 4, 1, 30, 7, 30, 5, 15, 26, 1, 21]
+S_R = [2, 1, 2, 2, 2, 1, 0, 2, 1, 1, 1, 2, 1, 1, 0, 0, 1, 0, 1, 0, 1, 2, 1, 1, 1, 0, 2, 1, 1, 1, 2,
+    0, 1, 1, 2, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 2, 0, 1, 1, 0, 0, 2, 1, 2, 2, 1, 2,
+    1, 1, 1, 2, 1, 1, 0, 0, 2, 0, 0, 1, 1, 2, 2, 0, 1]
+G_R = [0, 0, 0, 1, 1, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 1,
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 0, 1, 1, 1, 0, 1, 1, 1, 1, 0, 1, 1,
+    0, 0, 1, 1, 0, 1, 0, 1, 1, 1, 0, 0, 1, 1, 0, 1, 0]
+X_R = [-1.3, 0.34, -0.75, -1.77, -0.91, -0.61, 1.83, -0.69, 0.24, 0.29, 1.33, 1.43, 0.55, 0.4,
+    0.76, -0.05, -0.43, 0.36, -0.48, -0.82, -1.2, 1.05, 0.11, 0.29, -0.21, -0.58, -0.3, 1.41,
+    -0.02, 1.19, 0.0, -0.22, 1.29, 1.05, 0.37, 0.91, 0.0, 0.1, -0.36, 0.37, -0.49, 0.51, -0.17,
+    0.42, 0.32, -1.08, 0.15, 0.09, -1.87, -1.27, 1.28, 0.73, 1.16, -0.46, 1.84, 1.55, -0.45, 0.05,
+    0.99, -0.56, 0.33, 1.87, -0.99, 1.55, -0.48, 0.38, 0.61, 0.86, 1.02, 0.33, -0.43, 0.52, -3.24,
+    1.25, 0.08, 1.73, 1.08, 1.49, -0.1, -0.65]
+W_R = [2.7, 1.98, 1.83, 1.6, 1.35, 2.72, 2.59, 0.71, 2.85, 2.98, 2.85, 1.11, 1.74, 1.22, 2.15,
+    2.56, 2.07, 0.28, 1.97, 2.62, 0.87, 1.19, 1.39, 0.81, 1.13, 2.19, 0.75, 1.77, 1.33, 0.97, 2.54,
+    2.28, 1.13, 0.55, 2.58, 1.35, 0.66, 0.51, 2.57, 1.64, 1.05, 2.24, 2.65, 1.23, 1.75, 2.81, 2.47,
+    0.78, 0.6, 1.55, 2.48, 0.78, 1.85, 2.17, 1.17, 2.56, 2.64, 1.16, 1.8, 2.45, 0.95, 0.38, 0.54,
+    2.26, 2.96, 2.59, 0.22, 0.7, 2.03, 1.37, 0.5, 1.37, 1.35, 1.26, 2.25, 1.6, 1.84, 1.5, 1.43,
+    1.71]
+CL_R = list("EEDCFDBCABCABAEDECEEFDCAACCEAEFDCCECFDBCDFCFFDBBBAEDEECABAAEBECDCDDCEAEAFBAEADDE")
+# fmt: on
+
+
+@pytest.fixture(scope="module")
+def rdata() -> pd.DataFrame:
+    d = pd.DataFrame({"t": T_R, "s": S_R, "g": G_R, "x": X_R, "w": W_R, "cl": CL_R})
+    d["e"] = (d.s == 1).astype(int)
+    return d
+
+
+def test_clustered_km_interval_matches_r_robust_survfit_and_ignores_weight_scale(rdata):
+    d = rdata
+    # R: s <- summary(survfit(Surv(t, e) ~ 1, data = d, weights = w, cluster = cl,
+    #   conf.type = "log-log"), times = c(3, 10, 20)); cbind(s$surv, s$lower, s$upper)
+    ref = np.array(
+        [
+            [0.879641087120, 0.778843100619, 0.936320323429],
+            [0.601368276346, 0.462731836275, 0.714904448014],
+            [0.417615433912, 0.315274018695, 0.516573083546],
+        ]
+    )
+    km = kaplan_meier(d.t, d.e, d.w, cluster=d.cl).set_index("time")
+    got = km.loc[[3, 10, 20], ["survival", "ci_low", "ci_high"]].to_numpy()
+    assert np.allclose(got, ref, atol=1e-9, rtol=0)
+    # the same with every weight doubled (R gives the same numbers with weights = 2 * w)
+    km2 = kaplan_meier(d.t, d.e, 2 * d.w, cluster=d.cl).set_index("time")
+    assert np.allclose(km2[["ci_low", "ci_high"]], km[["ci_low", "ci_high"]], atol=1e-12)
+    # whereas Greenwood with weighted counts (no cluster) treats them as frequency weights
+    g1 = kaplan_meier(d.t, d.e, d.w).set_index("time")
+    g2 = kaplan_meier(d.t, d.e, 2 * d.w).set_index("time")
+    assert (g2.ci_high - g2.ci_low).loc[10] < (g1.ci_high - g1.ci_low).loc[10] - 0.01
+
+
+def test_clustered_aalen_johansen_se_matches_r_influence_summed_by_cluster(rdata):
+    d = rdata
+    # R 3.5-3 ignores cluster= for multi-state curves, so the reference sums its influence:
+    # aj <- survfit(Surv(t, factor(s, 0:2)) ~ 1, data = d, weights = w, influence = TRUE)
+    # I <- aj$influence.pstate[, , 2]; Ic <- rowsum(d$w * I, d$cl)
+    # cbind(pstate at 3, 10, 20, sqrt(colSums(Ic^2)) at 3, 10, 20)
+    ref = np.array(
+        [
+            [0.119160340445, 0.0374295372823],
+            [0.377412610264, 0.0645196827935],
+            [0.521363257559, 0.0495717250332],
+        ]
+    )
+    aj = aalen_johansen(d.t, d.s, 1, d.w, cluster=d.cl).set_index("time")
+    assert np.allclose(aj.loc[[3, 10, 20], ["cif", "se"]].to_numpy(), ref, atol=1e-9, rtol=0)
+    aj2 = aalen_johansen(d.t, d.s, 1, 3 * d.w, cluster=d.cl).set_index("time")
+    assert np.allclose(aj2[["se", "ci_low", "ci_high"]], aj[["se", "ci_low", "ci_high"]])
+    assert np.all((aj.ci_low <= aj.cif + 1e-12) & (aj.cif <= aj.ci_high + 1e-12))
+
+
+def test_rmst_difference_variance_matches_r_influence_and_ignores_weight_scale(rdata):
+    d = rdata
+    # R, per arm: f <- survfit(Surv(t, e) ~ 1, data = sub, weights = w, influence = TRUE,
+    #   robust = TRUE); psi = cbind(0, f$influence.surv[, f$time <= 20]) %*% diff(c(0,
+    #   f$time[f$time <= 20], 20)); psi of arm 0 negated; se = sqrt(sum(psi^2)) and
+    #   sqrt(sum(rowsum(psi, d$cl)^2)); RMST = sum(c(1, surv) * widths)
+    est, se_rows, se_cl = -3.55850201018, 1.86519995365, 2.06947435487
+    se1_rows, se1_cl = 1.49558773716, 1.78034972432
+    r = rmst_difference(d.t, d.e, d.g, 20, weights=d.w)
+    assert r.estimate == pytest.approx(est, abs=1e-9)
+    assert (r.se, r.se_1) == pytest.approx((se_rows, se1_rows), abs=1e-9)
+    c = rmst_difference(d.t, d.e, d.g, 20, weights=d.w, cluster=d.cl)
+    assert (c.se, c.se_1) == pytest.approx((se_cl, se1_cl), abs=1e-9)
+    # the issue's symptom: doubling the weights changed the SE; now it does not
+    for kw in ({}, {"cluster": d.cl}):
+        a = rmst_difference(d.t, d.e, d.g, 20, weights=d.w, **kw)
+        b = rmst_difference(d.t, d.e, d.g, 20, weights=2 * d.w, **kw)
+        assert (b.se, b.ci_low, b.ci_high) == pytest.approx((a.se, a.ci_low, a.ci_high), rel=1e-12)
+
+
+def test_logrank_matches_r_survdiff(rdata):
+    d = rdata
+    # R: sd <- survdiff(Surv(t, e) ~ g, data = d); sd$chisq; sd$obs; sd$exp; sd$var
+    r = logrank_test(d.t, d.e, d.g)
+    assert r.chisq == pytest.approx(3.91680390518, abs=1e-9)
+    assert (r.observed, r.expected) == pytest.approx((19, 13.2971369227), abs=1e-9)
+    assert r.variance == pytest.approx(8.30336367767, abs=1e-9)
+    assert r.p == pytest.approx(float(stats.chi2.sf(3.91680390518, 1)), abs=1e-9)
+    # R: survdiff(Surv(t, e) ~ g, data = d, rho = 1)$chisq (Peto-Peto weights)
+    assert logrank_test(d.t, d.e, d.g, rho=1).chisq == pytest.approx(4.84180627293, abs=1e-9)
+    # R: sd <- survdiff(Surv(t, e) ~ g + strata(cl), data = d); sd$chisq; rowSums(sd$exp)
+    s = logrank_test(d.t, d.e, d.g, strata=d.cl)
+    assert s.chisq == pytest.approx(3.05868338021, abs=1e-9)
+    assert s.expected == pytest.approx(14.3168317793, abs=1e-9) and s.stratified
+
+
+def test_logrank_strata_that_hold_one_group_add_nothing(rdata):
+    d = rdata
+    # every stratum one group: nothing is compared, so there is no test (0 / 0)
+    r = logrank_test(d.t, d.e, d.g, strata=d.g)
+    assert r.variance == 0 and math.isnan(r.chisq) and math.isnan(r.p)
+
+
+def test_weighted_logrank_is_r_robust_score_test_and_ignores_weight_scale(rdata):
+    d = rdata
+    # R: coxph(Surv(t, e) ~ g, data = d, weights = w, cluster = cl, ties = "breslow")$rscore
+    r = logrank_test(d.t, d.e, d.g, weights=d.w, cluster=d.cl)
+    assert r.chisq == pytest.approx(2.01923651947, abs=1e-9)
+    assert r.robust and r.n_clusters == 6
+    # R: the same with weights = 2 * w gives 2.01923651947 again
+    assert logrank_test(d.t, d.e, d.g, weights=2 * d.w, cluster=d.cl).chisq == pytest.approx(
+        r.chisq, rel=1e-12
+    )
+    # R: coxph(Surv(t, e) ~ g, data = d, weights = w, robust = TRUE, ties = "breslow")$rscore
+    assert logrank_test(d.t, d.e, d.g, weights=d.w).chisq == pytest.approx(4.6026300297, abs=1e-9)
+    # the score is the weighted observed minus expected events of group 1
+    assert r.observed == pytest.approx(float(d.w[(d.e == 1) & (d.g == 1)].sum()))
+    with pytest.raises(ValueError, match="rho = 0"):
+        logrank_test(d.t, d.e, d.g, weights=d.w, rho=1)
+
+
+def test_breslow_ties_match_r_coxph(rdata):
+    d = rdata
+    # R: f <- coxph(Surv(t, e) ~ g + x, data = d, weights = w, cluster = cl, ties = "breslow")
+    #    coef(f); sqrt(diag(f$naive.var)); sqrt(diag(f$var)); f$loglik
+    f = fit_cox(d[["g", "x"]], d.t, d.e, weights=d.w, cluster=d.cl, ties="breslow")
+    assert f.coef == pytest.approx([0.761505253018, 0.497080095407], abs=1e-7)
+    assert f.se == pytest.approx([0.246415852847, 0.134880503107], abs=1e-7)
+    assert f.robust_se == pytest.approx([0.280538314631, 0.178265453598], abs=1e-7)
+    assert (f.loglik_null, f.loglik) == pytest.approx((-294.177007307, -283.008568753), abs=1e-7)
+    # R: f <- coxph(Surv(t, e) ~ g + x, data = d, ties = "breslow"); coef; se; loglik
+    u = fit_cox(d[["g", "x"]], d.t, d.e, ties="breslow")
+    assert u.coef == pytest.approx([0.752940632018, 0.477563128117], abs=1e-7)
+    assert u.se == pytest.approx([0.325498757472, 0.170125564886], abs=1e-7)
+    assert u.loglik == pytest.approx(-139.720332441, abs=1e-7) and u.ties == "breslow"
+    # Efron differs on these tied times (the option does something) ...
+    assert abs(fit_cox(d[["g", "x"]], d.t, d.e).coef[0] - u.coef[0]) > 1e-3
+    # ... and equals Breslow when no times are tied
+    tu = d.t + np.arange(len(d)) * 1e-3
+    a = fit_cox(d[["g", "x"]], tu, d.e, ties="breslow")
+    b = fit_cox(d[["g", "x"]], tu, d.e)
+    assert a.coef == pytest.approx(b.coef, abs=1e-10)
+    with pytest.raises(ValueError, match="ties"):
+        fit_cox(d[["g", "x"]], d.t, d.e, ties="exact")
