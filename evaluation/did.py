@@ -45,6 +45,13 @@ from scipy import sparse, stats
 from evaluation.config import OUTCOMES, StudyConfig
 from evaluation.panel import PER, month_start
 from evaluation.results import Estimate
+from evaluation.sensitivity import (
+    MBARS,
+    PLACEBO_MONTHS,
+    breakdown_mbar,
+    mbar_term,
+    relative_magnitude_bounds,
+)
 
 Control = Literal["never_treated", "not_yet_treated"]
 BasePeriod = Literal["varying", "universal", "pre_mean"]
@@ -847,15 +854,20 @@ AGGREGATES = ("simple", "group", "dynamic", "calendar")
 
 
 def _aggregates_all(
-    cells: _Cells, G: np.ndarray, w: np.ndarray, window: tuple[int, int]
+    cells: _Cells,
+    G: np.ndarray,
+    w: np.ndarray,
+    window: tuple[int, int],
+    kinds: tuple[str, ...] = AGGREGATES,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The four overall aggregates and the event-time effects, with influence functions.
+    """The overall aggregates (`kinds`, all four by default) and, with "dynamic", the
+    event-time effects, with influence functions.
 
     Returns kind -> (estimate (m,), influence (n, m)) and "event" -> (event times in the
     window (L,), estimates (L, m), influence (n, L, m)).
     """
     out = {}
-    for kind in AGGREGATES:
+    for kind in kinds:
         agg = _aggregate(cells, G, w, kind)
         out[kind] = (agg.overall_att, agg.overall_inf)
         if kind == "dynamic":
@@ -873,8 +885,10 @@ def _permutation_stats(
     window: tuple[int, int],
     base_period: BasePeriod,
     base_window: int | None,
+    kinds: tuple[str, ...] = AGGREGATES,
 ) -> _PermStats:
-    """Recompute the aggregates under every assignment of the pilot forces."""
+    """Recompute the aggregates (`kinds`; the others and, without "dynamic", the event-time
+    effects stay NaN) under every assignment of the pilot forces."""
     P, m1 = len(assignments), Yaug.shape[2]
     m, S = m1 - 1, len(AGGREGATES)
     E = window[1] - window[0] + 1
@@ -884,16 +898,23 @@ def _permutation_stats(
     event, event_syy = np.full((P, E, m), np.nan), np.full((P, E, m), np.nan)
     for j, a in enumerate(assignments):
         G = np.where(a, go_live, 0.0)
-        cells = _att_gt(
-            Yaug, G, w, times, "never_treated", base_period, 0, True, base_window=base_window
-        )
-        aggs = _aggregates_all(cells, G, w, window)
+        try:
+            cells = _att_gt(
+                Yaug, G, w, times, "never_treated", base_period, 0, True, base_window=base_window
+            )
+        except ValueError:  # no assigned group has a pre-period: NaN, counted as extreme
+            continue
+        aggs = _aggregates_all(cells, G, w, window, kinds)
         for s, kind in enumerate(AGGREGATES):
+            if kind not in aggs:
+                continue
             e, inf = aggs[kind]
             est[j, s] = e
             syy[j, s] = (inf[:, :m] ** 2).sum(axis=0)
             syd[j, s] = (inf[:, :m] * inf[:, m:]).sum(axis=0)
             sdd[j, s] = (inf[:, m] ** 2).sum()
+        if "event" not in aggs:
+            continue
         et, ev, ev_inf = aggs["event"]
         idx = (et - window[0]).astype(int)
         event[j, idx] = ev[:, :m]
@@ -916,6 +937,87 @@ def _weighted_treated_level(
         num += pgg[g] * level
         den += pgg[g]
     return num / den
+
+
+def placebo_go_live(
+    Y: np.ndarray,
+    w: np.ndarray,
+    times: np.ndarray,
+    pilot: np.ndarray,
+    go_live: np.ndarray,
+    assignments: np.ndarray,
+    reps: int,
+    seed: int,
+    months: int = PLACEBO_MONTHS,
+    base_period: BasePeriod = "pre_mean",
+    base_window: int | None = None,
+    alpha: float = 0.05,
+) -> list[dict]:
+    """The placebo go-live (analysis plan 10): the simple Callaway–Sant'Anna ATT with every
+    pilot force going live `months` before its real go-live, on the months before the first
+    real go-live only (no month the framework can have touched, in any force).
+
+    Y is (forces, months, outcomes) rates, `times` the month indices, `go_live` each force's
+    real go-live month, `assignments` the permutation test's (row 0 observed; each force's
+    placebo date is its own date less `months`). A placebo date after the last month analysed
+    leaves that force untreated throughout (a comparison); a force without a month before its
+    placebo date drops out, as in `callaway_santanna`. Inference as for the real ATT: the
+    studentised permutation test with its interval by test inversion, and the wild cluster
+    bootstrap (Webb). Returns one dict per outcome column: att, se, p_permutation,
+    ci_low_permutation, ci_high_permutation, p_boot, ci_low_boot, ci_high_boot, groups (pilot
+    go-live months with placebo months), first_t, last_t (months analysed), reason (None, or
+    why it could not be estimated, the numbers then NaN).
+    """
+    m = Y.shape[2]
+    keep = times < go_live[pilot].min()
+    out = {"att": np.nan, "groups": 0, "first_t": np.nan, "last_t": np.nan, "reason": None}
+    if keep.sum() < 2:
+        reason = "fewer than two months before the first go-live"
+        return [{**out, "reason": reason} for _ in range(m)]
+    tp, Yp = times[keep], Y[:, keep]
+    fake = go_live - months
+    fake = np.where(fake <= tp.max(), fake, 0.0)  # no placebo month before the first go-live
+    G = np.where(pilot, fake, 0.0)
+    out.update(first_t=float(tp.min()), last_t=float(tp.max()))
+    try:
+        cells = _att_gt(Yp, G, w, tp, "never_treated", base_period, 0, True, base_window)
+    except ValueError:
+        reason = (
+            f"no pilot force has months both before and after a placebo go-live {months} "
+            "months before its go-live, within the months before the first go-live"
+        )
+        return [{**out, "reason": reason} for _ in range(m)]
+    agg = _aggregate(cells, G, w, "simple")
+    D = ((G[:, None] > 0) & (tp[None, :] >= G[:, None])).astype(float)
+    perm = _permutation_stats(
+        np.concatenate([Yp, D[:, :, None]], axis=2), w, tp, fake, assignments, (0, 0),
+        base_period, base_window, kinds=("simple",),
+    )  # fmt: skip
+    boot = multiplier_bootstrap(agg.overall_inf, reps, seed)
+    n, z = len(w), float(stats.norm.ppf(1 - alpha / 2))
+    rows = []
+    for k in range(m):
+        est, seb = float(agg.overall_att[k]), float(boot["se"][k])
+        t_perm = perm.est[:, 0, k] / (np.sqrt(perm.syy[:, 0, k]) / n)
+        lo, hi = _invert_permutation(
+            perm.est[:, 0, k] * n, perm.est[:, 0, -1] * n, perm.syy[:, 0, k], perm.syd[:, 0, k],
+            perm.sdd[:, 0], alpha,
+        )  # fmt: skip
+        rows.append(
+            {
+                **out,
+                "att": est,
+                "se": float(np.sqrt((agg.overall_inf[:, k] ** 2).sum()) / n),
+                "p_permutation": _perm_p(t_perm, t_perm[0]),
+                "ci_low_permutation": lo,
+                "ci_high_permutation": hi,
+                "p_boot": _boot_p(boot["draws"][:, k], est),
+                "ci_low_boot": est - z * seb,
+                "ci_high_boot": est + z * seb,
+                "groups": int(np.unique(cells.group[cells.post]).size),
+            }
+        )
+    return rows
 
 
 def did_estimates(
@@ -950,11 +1052,18 @@ def did_estimates(
     Returns (tables, estimates). Tables: "did_design" (one row per force), "did_att_gt",
     "did_event_study" (per outcome and event time: att, analytic se, permutation p and null
     band, bootstrap CI and sup-t band), "did_aggregates", "did_pretrend", "did_twfe",
-    "did_permutation" (the permutation distribution of the simple ATT and TWFE log RR).
+    "did_permutation" (the permutation distribution of the simple ATT and TWFE log RR),
+    "did_placebo" (`placebo_go_live` per outcome, with its months and events) and
+    "did_bounds" (relative-magnitude bounds of the simple ATT per Mbar and the breakdown
+    Mbar, `evaluation.sensitivity`).
     Estimates, per outcome: `did_cs` measure `att` with terms `simple` (headline and
     sensitivity rows), `group`, `dynamic`, `calendar` and `e=<k>` (event times; permutation
     p, no CI), and `did_twfe` measure `rate_ratio` term `post` (a cluster-robust row with CI,
     and a permutation row). n = forces; events = the outcome's events in the analysed months.
+    Sensitivity: `placebo` measure `att` term `simple` (headline and sensitivity rows; events
+    in the placebo's months) and `honest_did` measure `att_bounds` terms `mbar_0`,
+    `mbar_0.5`, `mbar_1`, `mbar_2` (estimate the ATT, interval the widened headline
+    interval) and measure `breakdown_mbar` term `simple`.
     """
     a = cfg.analysis
     d = analysis_panel(panel, cfg)
@@ -992,6 +1101,11 @@ def did_estimates(
     design = design.reset_index()
 
     att_gt_rows, event_rows, agg_rows, pre_rows, twfe_rows, perm_rows = [], [], [], [], [], []
+    placebo_rows, bound_rows = [], []
+    placebo = placebo_go_live(
+        Y, w, times, pilot, go_live, assignments, a.bootstrap_reps, a.seed,
+        base_period=base_period, base_window=base_window,
+    )  # fmt: skip
     estimates: list[Estimate] = []
     for k, outcome in enumerate(outcomes):
         events = int(d[f"{outcome}_events"].sum())
@@ -1112,6 +1226,10 @@ def did_estimates(
                 # The ATT on a ratio scale: observed treated rate over its counterfactual.
                 row["treated_rate"] = float(treated_level)
                 row["att_ratio"] = float(treated_level / (treated_level - est))
+                simple_att = est
+                simple_ci = (
+                    (lo, hi) if headline == "permutation" else (est - z * seb, est + z * seb)
+                )
             agg_rows.append(row)
             perm_row = (lo, hi, p_perm, "permutation")
             boot_row = (est - z * seb, est + z * seb, p_boot, "wild_cluster_bootstrap")
@@ -1146,6 +1264,15 @@ def did_estimates(
             Estimate(outcome, "did_twfe", "post", "rate_ratio", tw["rate_ratio"], None, None,
                      tw["p_permutation"], n, events, "none", "permutation")
         )  # fmt: skip
+        # Sensitivity (analysis plan 10): the placebo go-live and relative-magnitude bounds.
+        pl_events = int(d.loc[d["t"] <= placebo[k]["last_t"], f"{outcome}_events"].sum())
+        placebo_rows.append({"outcome": outcome, **placebo[k], "events": pl_events})
+        estimates += _placebo_rows(outcome, placebo[k], headline, n, pl_events, weighting)
+        bounds, bound_est = _bounds(
+            outcome, simple_att, simple_ci, ev_att[pre, k], n, events, weighting, headline
+        )
+        bound_rows.append(bounds)
+        estimates += bound_est
 
     tables = {
         "did_design": design,
@@ -1155,5 +1282,89 @@ def did_estimates(
         "did_pretrend": pd.DataFrame(pre_rows),
         "did_twfe": pd.DataFrame(twfe_rows),
         "did_permutation": pd.concat(perm_rows, ignore_index=True),
+        "did_placebo": _months_as_dates(pd.DataFrame(placebo_rows)),
+        "did_bounds": pd.concat(bound_rows, ignore_index=True),
     }
     return tables, estimates
+
+
+def _months_as_dates(placebo: pd.DataFrame) -> pd.DataFrame:
+    """The placebo table with its first and last months as dates (NaN: none analysed)."""
+    for col, name in (("first_t", "first_month"), ("last_t", "last_month")):
+        placebo[name] = [month_start(int(t)) if np.isfinite(t) else None for t in placebo[col]]
+    return placebo.drop(columns=["first_t", "last_t"])
+
+
+def _placebo_rows(
+    outcome: str, r: dict, headline: str, n: int, events: int, weighting: str
+) -> list[Estimate]:
+    """results.json rows of the placebo ATT: method placebo, term simple, measure att; the
+    headline inference first, then the other (not estimable rows carry the reason)."""
+    order = ["permutation", "wild_cluster_bootstrap"]
+    if headline != "permutation":
+        order.reverse()
+    kw = {"n": n, "events": events, "weighting": weighting}
+    if r["reason"]:
+        return [
+            Estimate.not_estimable(outcome, "placebo", "simple", "att", r["reason"], inference=i,
+                                   **kw)
+            for i in order
+        ]  # fmt: skip
+    suffix = {"permutation": "permutation", "wild_cluster_bootstrap": "boot"}
+    return [
+        Estimate(outcome, "placebo", "simple", "att", r["att"], r[f"ci_low_{suffix[i]}"],
+                 r[f"ci_high_{suffix[i]}"], r[f"p_{suffix[i]}"], inference=i, **kw)
+        for i in order
+    ]  # fmt: skip
+
+
+def _bounds(
+    outcome: str,
+    att: float,
+    ci: tuple[float, float],
+    pre_coefficients: np.ndarray,
+    n: int,
+    events: int,
+    weighting: str,
+    inference: str,
+) -> tuple[pd.DataFrame, list[Estimate]]:
+    """Relative-magnitude bounds of the simple ATT (`evaluation.sensitivity`) from its
+    headline interval `ci` and the pre-go-live event-study coefficients: the table rows
+    and the honest_did rows (att_bounds per Mbar, term mbar_<Mbar>; breakdown_mbar, term
+    simple). Not estimable without a finite interval or a pre-period coefficient."""
+    table = relative_magnitude_bounds(att, ci[0], ci[1], pre_coefficients)
+    table.insert(0, "outcome", outcome)
+    table["att"] = att
+    table["inference"] = inference
+    d = float(table["largest_pre_violation"].iloc[0])
+    reason = None
+    if not (np.isfinite(ci[0]) and np.isfinite(ci[1])):
+        reason = "the ATT's headline interval has no finite limits"
+    elif not np.isfinite(d):
+        reason = "no pre-go-live event-study coefficient to measure a violation against"
+    kw = {"n": n, "events": events, "weighting": weighting, "inference": inference}
+    if reason:
+        rows = [
+            Estimate.not_estimable(outcome, "honest_did", mbar_term(m), "att_bounds", reason, **kw)
+            for m in MBARS
+        ]
+        rows.append(
+            Estimate.not_estimable(outcome, "honest_did", "simple", "breakdown_mbar", reason, **kw)
+        )
+        table["breakdown_mbar"] = np.nan
+        return table, rows
+    rows = [
+        Estimate(outcome, "honest_did", mbar_term(r.mbar), "att_bounds", att, r.ci_low, r.ci_high,
+                 **kw)
+        for r in table.itertuples()
+    ]  # fmt: skip
+    bd = breakdown_mbar(ci[0], ci[1], d)
+    table["breakdown_mbar"] = bd
+    if math.isfinite(bd):
+        rows.append(Estimate(outcome, "honest_did", "simple", "breakdown_mbar", bd, **kw))
+    else:
+        why = "every pre-go-live coefficient is exactly zero: no violation to scale"
+        rows.append(
+            Estimate.not_estimable(outcome, "honest_did", "simple", "breakdown_mbar", why, **kw)
+        )
+    return table, rows

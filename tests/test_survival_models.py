@@ -31,6 +31,8 @@ ROW_KINDS = {
     ("cox", "hazard_ratio"): {"pilot"},
     ("rmst", "rmst_difference"): {"pilot"},
     ("power", "min_detectable_hr"): {"pilot"},
+    ("e_value", "e_value"): {"rr_from_hr", "hr_as_rr"},
+    ("e_value", "e_value_ci"): {"rr_from_hr", "hr_as_rr"},
 }
 COX_INFERENCE_NAMES = {*sm.COX_INFERENCES, "naive_unadjusted"}
 
@@ -407,7 +409,8 @@ def test_assets_materialise_with_metadata_and_write_results(small, tmp_path):
     assert "Difference (days)" in labels(meta["rmst_estimates"]["rmst_difference"])
     assert "survival_at_horizon" in cells(meta["survival_curves"]["at_horizon"], "Measure")
     assert meta["survival_results"]["headline_inference"].value == "permutation"
-    assert meta["results_json"]["estimates_by_source"].value["survival_results"] == 52
+    # per outcome: 4 km/aalen_johansen + 5 cox + 2 e_value + 2 rmst + 2 power
+    assert meta["results_json"]["estimates_by_source"].value["survival_results"] == 60
     doc = json.loads((tmp_path / "out" / "restricted" / "results.json").read_text())
     assert doc["estimates"] == result.output_for_node("survival_results").to_dicts()
     # Each outcome's hazard ratio, interval and p are numbers on the model assets (the UI
