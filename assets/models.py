@@ -122,7 +122,7 @@ def survival_curves(study: StudyResource, weighted_cohort: pl.DataFrame) -> dg.O
             ),
             "at_horizon_note": (
                 f"Horizon {study.cfg.analysis.horizon_days} days; pointwise log-log "
-                "intervals that treat people as independent."
+                "intervals with the robust variance clustered by force."
             ),
         },
     )
@@ -131,8 +131,9 @@ def survival_curves(study: StudyResource, weighted_cohort: pl.DataFrame) -> dg.O
 @dg.asset(
     group_name="models",
     kinds={"pandas"},
-    description="Cox proportional hazards (Efron ties) of pilot per outcome: the primary model "
-    "(covariates and weights, variance clustered by force), adjusted unweighted, and naive "
+    description="Cox proportional hazards (Efron or Breslow ties) of pilot per outcome: the "
+    "primary model (covariates and weights, variance clustered by force), adjusted unweighted, "
+    "and naive "
     "(pilot alone); convergence and sparse events flagged.",
 )
 def cox_estimates(
@@ -344,7 +345,8 @@ def power_estimates(
     group_name="models",
     kinds={"polars"},
     description="The survival analyses' results.json rows (km, aalen_johansen, cox per "
-    "inference, rmst, power; names in evaluation.survival_models), collected by results_json.",
+    "inference, rmst, logrank, power; names in evaluation.survival_models), collected by "
+    "results_json.",
 )
 def survival_results(
     study: StudyResource,
@@ -356,14 +358,17 @@ def survival_results(
     power_estimates: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
     cfg = study.cfg
+    df = weighted_cohort.to_pandas()
+    logrank = sm.logrank_estimates(df, cfg)
     rows = sm.survival_estimates(
         survival_curves.to_pandas(),
         cox_estimates.to_pandas(),
-        weighted_cohort.to_pandas(),
+        df,
         cfg,
         inference=few_cluster_inference.to_pandas(),
         rmst=rmst_estimates.to_pandas(),
         power=power_estimates.to_pandas(),
+        logrank=logrank,
     )
     frame = estimates_frame(rows)
     counts = frame.group_by("method", "measure", "inference", maintain_order=True).len().to_pandas()
@@ -372,6 +377,20 @@ def survival_results(
         metadata={
             "rows": frame.height,
             "headline_inference": sm.headline_inference(cfg),
+            "logrank": metadata_table(
+                logrank,
+                {
+                    "outcome": "Outcome",
+                    "inference": "Inference",
+                    "weighting": "Weighting",
+                    "statistic": "Chi-square",
+                    "p_value": "p",
+                    "observed_pilot": "Observed (pilot)",
+                    "expected_pilot": "Expected (pilot)",
+                    "reason": "Not estimable because",
+                    "note": "Note",
+                },
+            ),
             "estimates": metadata_table(
                 counts,
                 {

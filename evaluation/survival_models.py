@@ -9,12 +9,14 @@ which models are fitted, on which rows, and how their results are reported.
 
 Pipeline order: ``analysis_frame`` -> ``table_one`` | ``survival_curves`` | ``cox_models`` ->
 ``proportional_hazards`` | ``few_cluster_inference`` | ``rmst_estimates`` |
-``power_estimates`` -> ``survival_estimates``. ``run_survival_analysis`` runs them all.
+``logrank_estimates`` | ``power_estimates`` -> ``survival_estimates``.
+``run_survival_analysis`` runs them all.
 
 Models fitted per outcome (``cox_models``; column ``model``):
 
-* ``primary``: Cox (Efron ties) of pilot + ``analysis.covariates`` with the
-  ``analysis.weighting`` weights, variance clustered by force (R ``coxph(cluster=)``).
+* ``primary``: Cox (``analysis.ties``: Efron, R's default, or Breslow) of pilot +
+  ``analysis.covariates`` with the ``analysis.weighting`` weights, variance clustered by
+  force (R ``coxph(cluster=)``).
 * ``adjusted_unweighted``: the same covariates, no weights, clustered variance (a
   sensitivity model; also gives the clustering design effect used for power).
 * ``naive_unadjusted``: pilot alone, no covariates, no weights, model-based variance. It is
@@ -34,18 +36,19 @@ results.json rows written here (``Estimate``; ``n`` and ``events`` are unweighte
 =============== ================================ ============== =============================
 method          measure                          term           inference
 =============== ================================ ============== =============================
-km              survival_at_horizon              pilot, compar. null (pointwise log-log CI)
-aalen_johansen  cumulative_incidence_at_horizon  pilot, compar. null (pointwise log-log CI)
+km              survival_at_horizon              pilot, compar. null (log-log CI by force)
+aalen_johansen  cumulative_incidence_at_horizon  pilot, compar. null (log-log CI by force)
 cox             hazard_ratio                     pilot          see below
-rmst            rmst_difference                  pilot          cluster_robust | greenwood
+rmst            rmst_difference                  pilot          cluster_robust | independent
+logrank         logrank_chi2                     pilot          independent | cluster_robust
 power           min_detectable_hr                pilot          null | design_effect
-e_value         e_value, e_value_ci              rr_from_hr,    the headline inference
-                                                 hr_as_rr
 =============== ================================ ============== =============================
 
 ``weighting`` is ``analysis.weighting`` on every row except ``naive_unadjusted`` ("none").
-The per-arm KM / Aalen-Johansen intervals treat people as independent (they ignore
-clustering by force).
+The per-arm KM / Aalen-Johansen intervals are pointwise, with the robust
+(infinitesimal-jackknife) variance clustered by force (R ``survfit(weights = w,
+robust = TRUE, cluster = force)``; no small-sample factor): they respect clustering and do
+not depend on the scale of the weights.
 
 ``cox`` rows (the pilot hazard ratio of the primary model, one row per inference; the same
 point estimate, different p-value and interval):
@@ -74,8 +77,20 @@ and its metadata.
 the (weighted) KM curves; ``cluster_robust`` sums each person's influence on the RMST by
 force (sandwich with the factor G/(G-1), t interval with G - 1 df: unlike the cox
 ``cluster_robust`` row, which follows R's coxph with no factor and a normal interval),
-``greenwood`` is the person-level plug-in variance (ignores clustering). Null when the
-horizon lies beyond the last follow-up time of an arm.
+``independent`` treats people as independent (each person's influence squared: the
+Greenwood plug-in variance when unweighted; unlike Greenwood with weighted counts it does not
+change with the scale of the weights). Null when the horizon lies beyond the last follow-up
+time of an arm.
+
+``logrank`` rows (``logrank_estimates``; estimate = the chi-square, 1 df, with its p-value,
+no interval): ``independent`` is R ``survdiff`` on the cohort without weights
+(``analysis.logrank``: ``rho`` for the Fleming-Harrington G-rho weights, ``stratify_by_force``
+for strata; weighting "none"), people treated as independent; ``cluster_robust`` is the
+weighted log-rank test: the robust score test of pilot in a Breslow Cox model with the
+configured weights at coefficient 0, variance clustered by force (R ``coxph(..., weights,
+cluster = force, ties = "breslow")``'s robust score test; rho 0, unstratified). A test with
+nothing to compare (no events; stratified by force when every force is in one arm) is
+not estimable, with the reason. The primary inference stays the Cox model.
 
 ``power`` rows: observed events and the Schoenfeld minimum detectable (protective) hazard
 ratio at 80 % power, 5 % two-sided, with the observed share of people in pilot forces
@@ -101,15 +116,16 @@ from evaluation.cohort import model_frame
 from evaluation.config import OUTCOMES, StudyConfig
 from evaluation.inference import jackknife, permutation_test, wild_cluster_bootstrap
 from evaluation.results import Estimate
-from evaluation.sensitivity import e_values, is_common
 from evaluation.survival import (
     aalen_johansen,
     events_needed,
     fit_cox,
     kaplan_meier,
+    logrank_test,
     min_detectable_hr,
     ph_test,
     rmst_difference,
+    rmst_influence,
     time_interaction_test,
 )
 from evaluation.weighting import balance_table, balance_verdict, propensity_weights
@@ -132,9 +148,9 @@ __all__ = [
     "analysis_frame",
     "at_horizon",
     "cox_models",
-    "e_value_rows",
     "few_cluster_inference",
     "headline_inference",
+    "logrank_estimates",
     "outcome_covariates",
     "power_estimates",
     "proportional_hazards",
@@ -279,9 +295,9 @@ def survival_curves(df: pd.DataFrame, cfg: StudyConfig) -> pd.DataFrame:
 
     Columns: outcome, arm, estimator (km | aalen_johansen), time, at_risk (weighted), value,
     ci_low, ci_high, n_at_risk (head count). KM treats competing events as censoring;
-    Aalen-Johansen treats them as competing. Intervals are pointwise log-log and treat people
-    as independent. Restricted (exact at-risk numbers); disclosure control cuts it for
-    publication.
+    Aalen-Johansen treats them as competing. Intervals are pointwise log-log with the robust
+    variance clustered by force (unchanged by the scale of the weights). Restricted (exact
+    at-risk numbers); disclosure control cuts it for publication.
     """
     frames = []
     weighted = _weighted(cfg)
@@ -293,10 +309,13 @@ def survival_curves(df: pd.DataFrame, cfg: StudyConfig) -> pd.DataFrame:
             if sub.empty:
                 continue
             w = sub["weight"].to_numpy() if weighted else None
-            km = kaplan_meier(sub[t].to_numpy(), (sub[s] == 1).to_numpy(), weights=w)
+            force = sub["force"].to_numpy()
+            km = kaplan_meier(sub[t].to_numpy(), (sub[s] == 1).to_numpy(), weights=w, cluster=force)
             km = km.rename(columns={"survival": "value"})
             km["estimator"] = "km"
-            aj = aalen_johansen(sub[t].to_numpy(), sub[s].to_numpy(), cause=1, weights=w)
+            aj = aalen_johansen(
+                sub[t].to_numpy(), sub[s].to_numpy(), cause=1, weights=w, cluster=force
+            )
             aj = aj.rename(columns={"cif": "value"})
             aj["estimator"] = "aalen_johansen"
             for part in (km, aj):
@@ -428,6 +447,7 @@ def cox_models(df: pd.DataFrame, cfg: StudyConfig) -> tuple[pd.DataFrame, list[s
                 weights=w,
                 cluster=cluster if clustered else None,
                 names=names,
+                ties=cfg.analysis.ties,
             )
             if model == "primary":
                 usable, reason = _usability(fit.converged, ev_p, ev_c)
@@ -500,7 +520,7 @@ def proportional_hazards(
         names = ["pilot", *_model_covariates(cox, outcome, cfg)]
         X = df[names].to_numpy(dtype=float)
         try:
-            zph = ph_test(X, time, event, weights=w, names=names)
+            zph = ph_test(X, time, event, weights=w, names=names, ties=cfg.analysis.ties)
             rows += [
                 {"outcome": outcome, "test": "cox_zph", "term": r.term, "statistic": r.chisq,
                  "df": r.df, "p": r.p, "note": ""}
@@ -510,7 +530,9 @@ def proportional_hazards(
             rows.append(
                 {"outcome": outcome, "test": "cox_zph", "term": "GLOBAL", "note": f"failed: {exc}"}
             )
-        ti = time_interaction_test(X, time, event, 0, weights=w, cluster=cluster, names=names)
+        ti = time_interaction_test(
+            X, time, event, 0, weights=w, cluster=cluster, names=names, ties=cfg.analysis.ties
+        )
         rows.append(
             {
                 "outcome": outcome,
@@ -700,58 +722,14 @@ def _exp(x: float | None) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def rmst_influence(
-    time: np.ndarray, event: np.ndarray, weights: np.ndarray, tau: float
-) -> tuple[float, np.ndarray]:
-    """RMST up to ``tau`` from the weighted KM curve, and each person's influence on it.
-
-    Returns (rmst, psi) with psi_i = -w_i * integral_0^tau A(s) / (Y(s) - dN(s)) dM_i(s):
-    A(s) the area under the KM curve from s to tau, Y and dN the weighted numbers at risk and
-    of events, M_i person i's counting-process martingale. Summing psi_i^2 over people gives
-    the Greenwood plug-in variance of ``survival.rmst`` (up to terms that vanish in
-    expectation); summing psi over a force first gives a variance that respects clustering.
-    Weights are treated as fixed. ``tau`` must not exceed the last time.
-    """
-    t = np.asarray(time, dtype=float)
-    e = np.asarray(event, dtype=bool)
-    w = np.asarray(weights, dtype=float)
-    if tau > t.max():
-        raise ValueError(f"tau={tau} is beyond the last observed time {t.max()}")
-    utime, inv = np.unique(t, return_inverse=True)
-    k = len(utime)
-    y = np.cumsum(np.bincount(inv, weights=w, minlength=k)[::-1])[::-1]
-    d = np.bincount(inv, weights=w * e, minlength=k)
-    keep = utime <= tau
-    u, y, d = utime[keep], y[keep], d[keep]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        surv = np.cumprod(1.0 - d / y)
-        # everyone at risk fails: S is 0 afterwards and the term is 0, as in the KM variance
-        inv_yd = np.where(y > d, 1.0 / (y - d), 0.0)
-    # area from u_j to tau (S right-continuous: S(u_j) on [u_j, u_{j+1}))
-    widths = np.diff(np.r_[u, tau])
-    A = np.cumsum((surv * widths)[::-1])[::-1]
-    first = u[0] if len(u) else tau
-    total = float(first + (A[0] if len(u) else 0.0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        c = np.where(y > 0, A * (d / y) * inv_yd, 0.0)  # compensator increments
-    cum_c = np.r_[0.0, np.cumsum(c)]
-    # event times up to min(T_i, tau) that person i is at risk at
-    n_le = np.searchsorted(u, np.minimum(t, tau), side="right")
-    jump = np.zeros(len(t))
-    ev_in = e & (t <= tau)
-    j = np.searchsorted(u, t[ev_in])
-    jump[ev_in] = A[j] * inv_yd[j]
-    psi = -w * (jump - cum_c[n_le])
-    return total, psi
-
-
 def rmst_estimates(df: pd.DataFrame, cfg: StudyConfig) -> pd.DataFrame:
     """RMST difference (pilot minus comparison, days) up to the horizon, every outcome.
 
     From the (weighted) KM curves of the outcome (competing events censored). Two rows per
     outcome: ``cluster_robust`` (the influence functions of ``rmst_influence`` summed by
     force: sandwich variance with the small-sample factor G/(G-1) and a t interval with
-    G - 1 df, CRV1) and ``greenwood`` (people treated as independent: ``rmst_difference``).
+    G - 1 df, CRV1) and ``independent`` (people treated as independent:
+    ``rmst_difference`` without clusters).
     Columns: outcome, inference, estimate, ci_low, ci_high, p_value, se, rmst_pilot,
     rmst_comparison, tau, n, events, note. Estimates are NaN (with a note) when the horizon
     is beyond an arm's last follow-up time (the KM curve is not identified there).
@@ -771,7 +749,7 @@ def rmst_estimates(df: pd.DataFrame, cfg: StudyConfig) -> pd.DataFrame:
         if tau > last:
             note = f"horizon {tau:g} days is beyond the last follow-up time {last:g} of an arm"
             rows += [
-                {**base, "inference": i, "note": note} for i in ("cluster_robust", "greenwood")
+                {**base, "inference": i, "note": note} for i in ("cluster_robust", "independent")
             ]
             continue
         psi = np.zeros(len(df))
@@ -798,11 +776,11 @@ def rmst_estimates(df: pd.DataFrame, cfg: StudyConfig) -> pd.DataFrame:
                 "note": f"sandwich by force (CRV1), t with {G - 1} df; weights treated as fixed",
             }
         )
-        r = rmst_difference(t, e, g, tau, weights=w)
+        r = rmst_difference(t, e, g, tau, weights=w if _weighted(cfg) else None)
         rows.append(
             {
                 **base,
-                "inference": "greenwood",
+                "inference": "independent",
                 "estimate": r.estimate,
                 "ci_low": r.ci_low,
                 "ci_high": r.ci_high,
@@ -814,6 +792,85 @@ def rmst_estimates(df: pd.DataFrame, cfg: StudyConfig) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows).reindex(columns=cols)
+
+
+# --------------------------------------------------------------------------------------------
+# Log-rank test
+# --------------------------------------------------------------------------------------------
+
+_LOGRANK_COLS = ["outcome", "inference", "weighting", "statistic", "df", "p_value"]
+_LOGRANK_COLS += ["observed_pilot", "expected_pilot", "rho", "stratified", "n", "events"]
+_LOGRANK_COLS += ["reason", "note"]
+
+
+def logrank_estimates(df: pd.DataFrame, cfg: StudyConfig) -> pd.DataFrame:
+    """The log-rank test of pilot against comparison, every outcome (two rows each).
+
+    ``independent``: R ``survdiff`` without weights, with ``analysis.logrank`` (``rho``,
+    ``stratify_by_force``). ``cluster_robust``: the robust score test of pilot in a Breslow
+    Cox model with the configured weights, clustered by force (``logrank_test`` with weights
+    and cluster; rho 0, unstratified); weights all 1 under ``weighting: none``. Columns: see
+    ``_LOGRANK_COLS`` (``statistic`` the chi-square on 1 df; observed and expected pilot
+    events, weighted in the robust row). ``reason`` is set, and the numbers NaN, where the test
+    compares nothing.
+    """
+    lr = cfg.analysis.logrank
+    strata = df["force"].to_numpy() if lr.stratify_by_force else None
+    force = df["force"].to_numpy()
+    pilot = df["pilot"].to_numpy()
+    w = df["weight"].to_numpy() if _weighted(cfg) else np.ones(len(df))
+    rows: list[dict[str, Any]] = []
+    both_arms = np.isin([0, 1], pilot).all()
+    for outcome in OUTCOMES:
+        t, e = _outcome_arrays(df, outcome)
+        base = {"outcome": outcome, "df": 1, "n": len(df), "events": int(e.sum())}
+        if not both_arms or not np.isfinite(w).all():
+            why = (
+                "one arm has nobody in the analysis"
+                if not both_arms
+                else "the weights could not be estimated"
+            )
+            rows += [
+                {**base, "inference": i, "weighting": wt, "reason": why}
+                for i, wt in (("independent", "none"), ("cluster_robust", cfg.analysis.weighting))
+            ]
+            continue
+        plain = logrank_test(t, e, pilot, rho=lr.rho, strata=strata)
+        robust = logrank_test(t, e, pilot, weights=w, cluster=force)
+        for name, r, weighting, note in (
+            ("independent", plain, "none",
+             f"R survdiff, rho {lr.rho:g}{', stratified by force' if lr.stratify_by_force else ''}"
+             "; people treated as independent"),
+            ("cluster_robust", robust, cfg.analysis.weighting,
+             "robust score test of pilot (Breslow Cox, coefficient 0), clustered by force"),
+        ):  # fmt: skip
+            reason = ""
+            if not math.isfinite(r.chisq):
+                if not e.any():
+                    reason = "nobody had this outcome, so the arms cannot be compared"
+                elif r.stratified:
+                    reason = (
+                        "every force is wholly in one arm, so a log-rank test within forces "
+                        "(stratified by force) has no one to compare"
+                    )
+                else:
+                    reason = "the log-rank test has no variance: the arms cannot be compared"
+            rows.append(
+                {
+                    **base,
+                    "inference": name,
+                    "weighting": weighting,
+                    "statistic": r.chisq,
+                    "p_value": r.p,
+                    "observed_pilot": r.observed,
+                    "expected_pilot": r.expected,
+                    "rho": r.rho,
+                    "stratified": r.stratified,
+                    "reason": reason,
+                    "note": note,
+                }
+            )
+    return pd.DataFrame(rows).reindex(columns=_LOGRANK_COLS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -871,46 +928,6 @@ def _num(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def e_value_rows(
-    outcome: str,
-    hz: pd.DataFrame,
-    headline: tuple | None,
-    reason: str,
-    n: int,
-    events: int,
-    cfg: StudyConfig,
-) -> list[Estimate]:
-    """The ``e_value`` rows of one outcome (``evaluation.sensitivity``): measure ``e_value``
-    for the headline hazard ratio and ``e_value_ci`` for its interval limit nearer 1, with
-    term ``rr_from_hr`` (a common outcome: cumulative incidence at the horizon over 15 % in
-    an arm, ``hz`` from ``at_horizon``; the hazard ratio converted to a risk ratio first) or
-    ``hr_as_rr`` (a rare one). ``headline`` is (hr, ci_low, ci_high, p) of the headline cox
-    row, None when it has no estimate (then both rows are not estimable, with ``reason``)."""
-    inc = hz.loc[(hz.outcome == outcome) & (hz.estimator == "aalen_johansen"), "value"]
-    common = is_common([_num(v) for v in inc])
-    term = "rr_from_hr" if common else "hr_as_rr"
-    kw: dict[str, Any] = {
-        "n": n,
-        "events": events,
-        "weighting": cfg.analysis.weighting,
-        "inference": headline_inference(cfg),
-    }
-    if headline is None or _num(headline[0]) is None:
-        why = f"no headline hazard ratio: {reason or 'the headline inference was not run'}"
-        return [
-            Estimate.not_estimable(outcome, "e_value", term, m, why, **kw)
-            for m in ("e_value", "e_value_ci")
-        ]
-    ev = e_values(_num(headline[0]), _num(headline[1]), _num(headline[2]), common)
-    rows = [Estimate(outcome, "e_value", term, "e_value", ev.e_value, **kw)]
-    if ev.e_value_ci is None:
-        why = "the headline inference set no interval limits"
-        rows.append(Estimate.not_estimable(outcome, "e_value", term, "e_value_ci", why, **kw))
-    else:
-        rows.append(Estimate(outcome, "e_value", term, "e_value_ci", ev.e_value_ci, **kw))
-    return rows
-
-
 def survival_estimates(
     curves: pd.DataFrame,
     cox: pd.DataFrame,
@@ -919,13 +936,13 @@ def survival_estimates(
     inference: pd.DataFrame | None = None,
     rmst: pd.DataFrame | None = None,
     power: pd.DataFrame | None = None,
+    logrank: pd.DataFrame | None = None,
 ) -> list[Estimate]:
     """results.json rows of the survival analyses (names in the module docstring).
 
     Per outcome: km and aalen_johansen per arm at the horizon; the cox pilot hazard ratio per
     inference (headline first, then cluster_robust, the other few-cluster inferences,
-    naive_unadjusted); the E-values of the headline hazard ratio (``e_value_rows``); rmst
-    differences; power. ``inference``, ``rmst`` and ``power`` are
+    naive_unadjusted); rmst differences; power. ``inference``, ``rmst`` and ``power`` are
     optional: without ``inference`` only the cluster_robust and naive cox rows are written.
     Unusable outcomes get null estimates, intervals and p-values.
     """
@@ -985,8 +1002,6 @@ def survival_estimates(
                 "naive_unadjusted",
             )
         )
-        head_vals = by_inf.get(head) if ok else None
-        rows += e_value_rows(outcome, hz, head_vals, str(prim.reason), n, events, cfg)
         if rmst is not None:
             for r in rmst[rmst.outcome == outcome].itertuples():
                 rows.append(
@@ -1005,6 +1020,28 @@ def survival_estimates(
                         r.inference,
                     )
                 )
+        if logrank is not None:
+            for r in logrank[logrank.outcome == outcome].itertuples():
+                kw = {"n": int(r.n), "events": int(r.events), "weighting": r.weighting,
+                      "inference": r.inference}  # fmt: skip
+                if r.reason:
+                    rows.append(
+                        Estimate.not_estimable(
+                            outcome, "logrank", "pilot", "logrank_chi2", r.reason, **kw
+                        )
+                    )
+                else:
+                    rows.append(
+                        Estimate(
+                            outcome,
+                            "logrank",
+                            "pilot",
+                            "logrank_chi2",
+                            _num(r.statistic),
+                            p_value=_num(r.p_value),
+                            **kw,
+                        )  # fmt: skip
+                    )
         if power is not None:
             r = power[power.outcome == outcome].iloc[0]
             for value, inf in (
@@ -1051,6 +1088,7 @@ class SurvivalAnalysis:
     rmst: pd.DataFrame
     power: pd.DataFrame
     estimates: list[Estimate]
+    logrank: pd.DataFrame
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -1080,6 +1118,7 @@ def run_survival_analysis(
         else pd.DataFrame(columns=[*_INF_COLS, "p_holm"])
     )
     rm = timed("rmst_estimates", rmst_estimates, df, cfg)
+    lr = timed("logrank_estimates", logrank_estimates, df, cfg)
     pw = timed("power_estimates", power_estimates, df, cfg, cox)
     est = timed(
         "survival_estimates",
@@ -1091,5 +1130,6 @@ def run_survival_analysis(
         inf if few_cluster else None,
         rm,
         pw,
+        lr,
     )
-    return SurvivalAnalysis(df, diag, t1, bal, curves, cox, warns, ph, inf, rm, pw, est, secs)
+    return SurvivalAnalysis(df, diag, t1, bal, curves, cox, warns, ph, inf, rm, pw, est, lr, secs)

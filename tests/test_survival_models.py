@@ -18,10 +18,10 @@ import yaml
 from lifelines import CoxPHFitter, KaplanMeierFitter
 
 from evaluation import survival_models as sm
-from evaluation.config import OUTCOMES, StudyConfig, load_config
+from evaluation.config import OUTCOMES, LogRank, StudyConfig, load_config
 from evaluation.disclosure import language_hits
 from evaluation.results import METHODS, estimates_frame
-from evaluation.survival import kaplan_meier, rmst
+from evaluation.survival import kaplan_meier, logrank_test, rmst, rmst_influence
 from evaluation.synth import synthetic_cohort
 from tests.conftest import PILOT_CONFIG
 
@@ -30,6 +30,7 @@ ROW_KINDS = {
     ("aalen_johansen", "cumulative_incidence_at_horizon"): {"pilot", "comparison"},
     ("cox", "hazard_ratio"): {"pilot"},
     ("rmst", "rmst_difference"): {"pilot"},
+    ("logrank", "logrank_chi2"): {"pilot"},
     ("power", "min_detectable_hr"): {"pilot"},
     ("e_value", "e_value"): {"rr_from_hr", "hr_as_rr"},
     ("e_value", "e_value_ci"): {"rr_from_hr", "hr_as_rr"},
@@ -105,9 +106,14 @@ def test_unweighted_kaplan_meier_equals_lifelines(small, pilot_cfg):
             np.testing.assert_allclose(
                 ours["value"], ref.survival_function_at_times(times).to_numpy(), atol=1e-10
             )
-            ci = ref.confidence_interval_survival_function_.loc[times]
-            np.testing.assert_allclose(ours["ci_low"], ci.iloc[:, 0], atol=1e-8)
-            np.testing.assert_allclose(ours["ci_high"], ci.iloc[:, 1], atol=1e-8)
+            # the intervals respect clustering by force even unweighted (issue 17 item 3);
+            # lifelines' (Greenwood) intervals are those of kaplan_meier without clusters,
+            # which tests/test_survival.py checks against lifelines
+            km = kaplan_meier(
+                sub[f"{outcome}_time"], sub[f"{outcome}_status"] == 1, cluster=sub.force
+            )
+            np.testing.assert_allclose(ours["ci_low"], km.ci_low, atol=1e-12)
+            np.testing.assert_allclose(ours["ci_high"], km.ci_high, atol=1e-12)
 
 
 # ------------------------------------------------------------------------------------------
@@ -166,7 +172,13 @@ def test_results_rows_follow_the_contract(analysis, quick_cfg):
         # every inference reports the same point estimate of the primary model
         assert len({round(r["estimate"], 12) for r in cox if r["weighting"] != "none"}) == 1
         rm = [r for r in rows if r["outcome"] == outcome and r["method"] == "rmst"]
-        assert {r["inference"] for r in rm} == {"cluster_robust", "greenwood"}
+        assert {r["inference"] for r in rm} == {"cluster_robust", "independent"}
+        lr = [r for r in rows if r["outcome"] == outcome and r["method"] == "logrank"]
+        assert [(r["inference"], r["weighting"]) for r in lr] == [
+            ("independent", "none"),
+            ("cluster_robust", quick_cfg.analysis.weighting),
+        ]
+        assert all(r["estimate"] >= 0 and 0 < r["p_value"] <= 1 for r in lr)
         pw = [r for r in rows if r["outcome"] == outcome and r["method"] == "power"]
         assert {r["inference"] for r in pw} == {None, "design_effect"}
         assert all(0 < r["estimate"] < 1 for r in pw)
@@ -269,14 +281,14 @@ def test_rmst_influence_reproduces_greenwood_when_unweighted():
     t_ev = np.ceil(rng.exponential(500, n))
     t_c = np.ceil(rng.uniform(50, 800, n))
     e, t = t_ev <= t_c, np.minimum(t_ev, t_c)
-    mu, psi = sm.rmst_influence(t, e, np.ones(n), 365.0)
+    mu, psi = rmst_influence(t, e, np.ones(n), 365.0)
     ref, var = rmst(kaplan_meier(t, e), 365.0)
     assert mu == pytest.approx(ref, rel=1e-12)
     assert float(psi @ psi) == pytest.approx(var, rel=1e-9)
     assert abs(psi.sum()) < 1e-8  # influence functions sum to zero
     # with integer weights the estimate equals that of replicated rows
     w = rng.integers(1, 4, n).astype(float)
-    mu_w, _ = sm.rmst_influence(t, e, w, 365.0)
+    mu_w, _ = rmst_influence(t, e, w, 365.0)
     rep = np.repeat(np.arange(n), w.astype(int))
     assert mu_w == pytest.approx(rmst(kaplan_meier(t[rep], e[rep]), 365.0)[0], rel=1e-12)
 
@@ -294,9 +306,82 @@ def test_rmst_and_horizon_values_are_null_beyond_follow_up(small, quick_cfg):
 def test_rmst_cluster_interval_is_wider_than_independent(analysis):
     rm = analysis.rmst.set_index(["outcome", "inference"])
     for outcome in OUTCOMES:
-        a, b = rm.loc[(outcome, "cluster_robust")], rm.loc[(outcome, "greenwood")]
+        a, b = rm.loc[(outcome, "cluster_robust")], rm.loc[(outcome, "independent")]
         assert a.estimate == pytest.approx(b.estimate)
         assert a.ci_low < a.estimate < a.ci_high
+
+
+def test_published_intervals_do_not_depend_on_the_scale_of_the_weights(analysis, quick_cfg):
+    # issue 17 item 3: doubling propensity weights used to shrink the weighted-Greenwood
+    # intervals; every interval and test written to results.json must now be unchanged
+    assert quick_cfg.analysis.weighting != "none"
+    df = analysis.frame.copy()
+    df["weight"] *= 3.0
+    curves = sm.survival_curves(df, quick_cfg)
+    cols = ["value", "ci_low", "ci_high"]
+    assert np.allclose(curves[cols], analysis.curves[cols], rtol=1e-9, atol=1e-12)
+    rm = sm.rmst_estimates(df, quick_cfg)
+    cols = ["estimate", "se", "ci_low", "ci_high", "p_value"]
+    assert np.allclose(rm[cols], analysis.rmst[cols], rtol=1e-9)
+    lr = sm.logrank_estimates(df, quick_cfg)
+    assert np.allclose(lr.statistic, analysis.logrank.statistic, rtol=1e-9)
+    # and the curves' intervals are the force-clustered ones
+    sub = analysis.frame[analysis.frame.arm == "pilot"]
+    km = kaplan_meier(
+        sub.any_reoffence_time, sub.any_reoffence_status == 1, sub.weight, cluster=sub.force
+    )
+    got = analysis.curves[
+        (analysis.curves.outcome == "any_reoffence")
+        & (analysis.curves.arm == "pilot")
+        & (analysis.curves.estimator == "km")
+    ]
+    assert np.allclose(got.ci_low, km.ci_low) and np.allclose(got.ci_high, km.ci_high)
+
+
+def test_logrank_rows_and_force_strata(analysis, quick_cfg):
+    df = analysis.frame
+    lr = analysis.logrank.set_index(["outcome", "inference"])
+    t, e = df.breach_time.to_numpy(), (df.breach_status == 1).to_numpy()
+    plain = logrank_test(t, e, df.pilot)
+    robust = logrank_test(t, e, df.pilot, weights=df.weight, cluster=df.force)
+    assert lr.loc[("breach", "independent"), "statistic"] == pytest.approx(plain.chisq)
+    assert lr.loc[("breach", "cluster_robust"), "statistic"] == pytest.approx(robust.chisq)
+    assert (lr.reason == "").all()
+    # every force is wholly in one arm: within forces there is nobody to compare, so the
+    # stratified test is not estimable (with a reason), and the clustered test still runs
+    cfg = _with(quick_cfg, logrank=LogRank(stratify_by_force=True))
+    st = sm.logrank_estimates(df, cfg)
+    ind = st[st.inference == "independent"]
+    assert ind.statistic.isna().all() and ind.reason.str.contains("wholly in one arm").all()
+    rows = sm.survival_estimates(
+        analysis.curves, analysis.cox, df, cfg, analysis.inference, logrank=st
+    )
+    lr_rows = [r for r in rows if r.method == "logrank" and r.inference == "independent"]
+    assert len(lr_rows) == len(OUTCOMES)
+    assert all(r.status == "not_estimable" and r.estimate is None for r in lr_rows)
+    ok = [r for r in rows if r.method == "logrank" and r.inference == "cluster_robust"]
+    assert all(r.status == "ok" and r.estimate > 0 for r in ok)
+
+
+def test_breslow_ties_reach_the_cox_models(analysis, quick_cfg):
+    cfg = _with(quick_cfg, ties="breslow")
+    df = analysis.frame
+    cox, _ = sm.cox_models(df, cfg)
+    prim = cox[(cox.outcome == "breach") & (cox.model == "primary")].set_index("term")
+    names = list(prim.index)
+    from evaluation.survival import fit_cox
+
+    ref = fit_cox(
+        df[names].to_numpy(dtype=float),
+        df.breach_time,
+        df.breach_status == 1,
+        weights=df.weight,
+        cluster=df.force,
+        ties="breslow",
+    )
+    assert prim.coef.to_numpy() == pytest.approx(ref.coef, abs=1e-10)
+    efron = analysis.cox[(analysis.cox.outcome == "breach") & (analysis.cox.model == "primary")]
+    assert abs(efron.coef.iloc[0] - prim.coef.iloc[0]) > 1e-6  # daily times are tied
 
 
 # ------------------------------------------------------------------------------------------
@@ -409,10 +494,13 @@ def test_assets_materialise_with_metadata_and_write_results(small, tmp_path):
     assert "Difference (days)" in labels(meta["rmst_estimates"]["rmst_difference"])
     assert "survival_at_horizon" in cells(meta["survival_curves"]["at_horizon"], "Measure")
     assert meta["survival_results"]["headline_inference"].value == "permutation"
-    # per outcome: 4 km/aalen_johansen + 5 cox + 2 e_value + 2 rmst + 2 power
-    assert meta["results_json"]["estimates_by_source"].value["survival_results"] == 60
+    assert "Chi-square" in labels(meta["survival_results"]["logrank"])
     doc = json.loads((tmp_path / "out" / "restricted" / "results.json").read_text())
-    assert doc["estimates"] == result.output_for_node("survival_results").to_dicts()
+    # results.json holds the survival rows as survival_results wrote them (other assets, such
+    # as the interim looks, add rows of their own)
+    surv = result.output_for_node("survival_results").to_dicts()
+    assert [e for e in doc["estimates"] if e in surv] == surv
+    assert meta["results_json"]["estimates_by_source"].value["survival_results"] == len(surv)
     # Each outcome's hazard ratio, interval and p are numbers on the model assets (the UI
     # plots them across runs): the primary model's on cox_estimates (its cluster_robust row
     # in results.json), the headline inference's on few_cluster_inference.
@@ -428,8 +516,10 @@ def test_assets_materialise_with_metadata_and_write_results(small, tmp_path):
         assert numbers[f"{key}_p"].value == pytest.approx(e["p_value"], rel=1e-12)
         plotted += 1
     assert plotted >= 4
-    methods = Counter(e["method"] for e in doc["estimates"])
-    # per outcome: 4 km/aj rows, 5 cox, 2 rmst, 2 power
-    assert methods == {"km": 8, "aalen_johansen": 8, "cox": 20, "rmst": 8, "power": 8}
+    methods = Counter(e["method"] for e in surv)
+    # per outcome: 4 km/aj rows, 5 cox, 2 rmst, 2 logrank, 2 power (and sensitivity rows)
+    kinds = ("km", "aalen_johansen", "cox", "rmst", "logrank", "power")
+    assert {m: methods[m] for m in kinds} == {"km": 8, "aalen_johansen": 8, "cox": 20,
+                                              "rmst": 8, "logrank": 8, "power": 8}  # fmt: skip
     text = json.dumps(doc) + "".join(str(v.value) for m in meta.values() for v in m.values())
     assert language_hits(text, load_config(config).language.avoid) == []
