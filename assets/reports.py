@@ -6,6 +6,7 @@ import dagster as dg
 import polars as pl
 
 from assets.metadata import metadata_table
+from evaluation import interim
 from evaluation import survival_models as sm
 from evaluation.results import Estimate, build_results, write_json_atomic
 from pipelines.resources import StudyResource
@@ -36,6 +37,9 @@ def results_json(
         "arms_results": arms_results,
     }
     rows = [Estimate(**r) for frame in sources.values() for r in frame.iter_rows(named=True)]
+    # analysis plan 1.1, analysis 11: the primary outcome at this look (recorded on publication)
+    looks = interim.read_looks(study.restricted)
+    rows += interim.interim_estimates(rows, cfg, looks, sm.headline_inference(cfg))
     in_use = delivery_status.filter(pl.col("in_use"))
     extracts = [
         {"force": r["force"], "extract_date": r["delivery"], "sha256": r["content_sha256"]}
@@ -201,6 +205,8 @@ def publication(
     check_files(files, cfg)
     name = f"{cfg.study.data_cutoff.isoformat()}-{context.run_id[:8]}"
     edition = publish_edition(Path(study.out), files, name)
+    # the look this edition published, if it is a new one (interim monitoring)
+    interim.record_look(study.restricted, results_json, cfg)
     # The set of deliveries (and the config and code) the published evaluation used:
     # `dpf-eval run` on an unchanged drop then recomputes nothing, whoever started this run.
     run = results_json["run"]

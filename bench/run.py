@@ -95,7 +95,7 @@ def bare(config: str, drop: str, out: str, validate: bool = False) -> dict:
 
     import polars as pl
 
-    from evaluation import arms, did, fidelity, intermediate, panel
+    from evaluation import arms, did, fidelity, interim, intermediate, panel
     from evaluation import survival_models as sm
     from evaluation.cohort import build_cohort, force_windows
     from evaluation.config import load_config
@@ -182,12 +182,14 @@ def bare(config: str, drop: str, out: str, validate: bool = False) -> dict:
     gee_table, gee_rows = timed("gee", intermediate.gee_intermediate, weighted, tables, cfg)
     arms_tables, arms_rows = timed("arms", arms.arms_prediction, cohort, cfg)
     rows = [*survival.estimates, *did_rows, *gee_rows, *arms_rows]
+    restricted, published = Path(out) / "restricted", Path(out) / "published"
+    looks = interim.read_looks(restricted)
+    rows += interim.interim_estimates(rows, cfg, looks, sm.headline_inference(cfg))
     extracts = [
         {"force": r["force"], "extract_date": r["delivery"], "sha256": r["content_sha256"]}
         for r in dq.filter(pl.col("in_use")).iter_rows(named=True)
     ]
     doc = build_results("bare", cfg.sha256, extracts, rows)
-    restricted, published = Path(out) / "restricted", Path(out) / "published"
     write_json_atomic(doc, restricted / "results.json")
     weighted_pl = pl.from_pandas(weighted)  # as the weighted_cohort asset stores it
     analysis = {"cohort": cohort, "weighted_cohort": weighted_pl, "force_month_panel": pnl}
@@ -217,6 +219,7 @@ def bare(config: str, drop: str, out: str, validate: bool = False) -> dict:
         publish_data_quality_report(make_inputs(results=doc, dq=dq, findings=[]), cfg, published)
 
     timed("reports", reports_)
+    interim.record_look(restricted, doc, cfg)
     return {
         "timings": timings,
         "people": int(tables["people"].height),

@@ -260,6 +260,7 @@ MEASURES = (
     "breakdown_mbar",
     "z_boundary",
     "repeated_ci",
+    "information_fraction",
 )
 
 

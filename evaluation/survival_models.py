@@ -42,6 +42,8 @@ cox             hazard_ratio                     pilot          see below
 rmst            rmst_difference                  pilot          cluster_robust | independent
 logrank         logrank_chi2                     pilot          independent | cluster_robust
 power           min_detectable_hr                pilot          null | design_effect
+e_value         e_value, e_value_ci              rr_from_hr,    the headline inference
+                                                 hr_as_rr
 =============== ================================ ============== =============================
 
 ``weighting`` is ``analysis.weighting`` on every row except ``naive_unadjusted`` ("none").
@@ -116,6 +118,7 @@ from evaluation.cohort import model_frame
 from evaluation.config import OUTCOMES, StudyConfig
 from evaluation.inference import jackknife, permutation_test, wild_cluster_bootstrap
 from evaluation.results import Estimate
+from evaluation.sensitivity import e_values, is_common
 from evaluation.survival import (
     aalen_johansen,
     events_needed,
@@ -148,6 +151,7 @@ __all__ = [
     "analysis_frame",
     "at_horizon",
     "cox_models",
+    "e_value_rows",
     "few_cluster_inference",
     "headline_inference",
     "logrank_estimates",
@@ -928,6 +932,46 @@ def _num(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def e_value_rows(
+    outcome: str,
+    hz: pd.DataFrame,
+    headline: tuple | None,
+    reason: str,
+    n: int,
+    events: int,
+    cfg: StudyConfig,
+) -> list[Estimate]:
+    """The ``e_value`` rows of one outcome (``evaluation.sensitivity``): measure ``e_value``
+    for the headline hazard ratio and ``e_value_ci`` for its interval limit nearer 1, with
+    term ``rr_from_hr`` (a common outcome: cumulative incidence at the horizon over 15 % in
+    an arm, ``hz`` from ``at_horizon``; the hazard ratio converted to a risk ratio first) or
+    ``hr_as_rr`` (a rare one). ``headline`` is (hr, ci_low, ci_high, p) of the headline cox
+    row, None when it has no estimate (then both rows are not estimable, with ``reason``)."""
+    inc = hz.loc[(hz.outcome == outcome) & (hz.estimator == "aalen_johansen"), "value"]
+    common = is_common([_num(v) for v in inc])
+    term = "rr_from_hr" if common else "hr_as_rr"
+    kw: dict[str, Any] = {
+        "n": n,
+        "events": events,
+        "weighting": cfg.analysis.weighting,
+        "inference": headline_inference(cfg),
+    }
+    if headline is None or _num(headline[0]) is None:
+        why = f"no headline hazard ratio: {reason or 'the headline inference was not run'}"
+        return [
+            Estimate.not_estimable(outcome, "e_value", term, m, why, **kw)
+            for m in ("e_value", "e_value_ci")
+        ]
+    ev = e_values(_num(headline[0]), _num(headline[1]), _num(headline[2]), common)
+    rows = [Estimate(outcome, "e_value", term, "e_value", ev.e_value, **kw)]
+    if ev.e_value_ci is None:
+        why = "the headline inference set no interval limits"
+        rows.append(Estimate.not_estimable(outcome, "e_value", term, "e_value_ci", why, **kw))
+    else:
+        rows.append(Estimate(outcome, "e_value", term, "e_value_ci", ev.e_value_ci, **kw))
+    return rows
+
+
 def survival_estimates(
     curves: pd.DataFrame,
     cox: pd.DataFrame,
@@ -942,7 +986,8 @@ def survival_estimates(
 
     Per outcome: km and aalen_johansen per arm at the horizon; the cox pilot hazard ratio per
     inference (headline first, then cluster_robust, the other few-cluster inferences,
-    naive_unadjusted); rmst differences; power. ``inference``, ``rmst`` and ``power`` are
+    naive_unadjusted); the E-values of the headline hazard ratio (``e_value_rows``); rmst
+    differences; power. ``inference``, ``rmst`` and ``power`` are
     optional: without ``inference`` only the cluster_robust and naive cox rows are written.
     Unusable outcomes get null estimates, intervals and p-values.
     """
@@ -1002,6 +1047,8 @@ def survival_estimates(
                 "naive_unadjusted",
             )
         )
+        head_vals = by_inf.get(head) if ok else None
+        rows += e_value_rows(outcome, hz, head_vals, str(prim.reason), n, events, cfg)
         if rmst is not None:
             for r in rmst[rmst.outcome == outcome].itertuples():
                 rows.append(

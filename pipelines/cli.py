@@ -4,6 +4,7 @@
     dpf-eval run   --config FILE --drop DROP --out OUT
     dpf-eval check DELIVERY_DIR --config FILE [--json]
     dpf-eval demo  [--out DIR]
+    dpf-eval boundaries --fractions 0.2,0.4,0.6,0.8,1 [--alpha 0.025] [--json]
     dpf-eval --version
 
 Exit codes: 0 success, 1 failure (invalid delivery, failed run), 2 usage error.
@@ -128,7 +129,47 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--scale", type=float, default=1.0, help="multiplies the number of people (default 1)"
     )
+
+    b = sub.add_parser(
+        "boundaries",
+        help="print the interim-analysis boundaries for planned looks",
+        description="Print the Lan-DeMets O'Brien-Fleming-type alpha-spending boundaries "
+        "(R gsDesign's sfLDOF) for looks at the given information fractions: per look the "
+        "fraction, the z boundary, the one-sided p-value boundary 1 - Phi(z) and the cumulative "
+        "alpha spent. Harm is judged against the mirror image (-z).",
+    )
+    b.add_argument(
+        "--fractions",
+        required=True,
+        type=_fractions,
+        metavar="T1,T2,...",
+        help="information fractions of the looks: increasing, in (0, 1], comma-separated",
+    )
+    b.add_argument("--alpha", type=_alpha, default=0.025, help="one-sided alpha (default 0.025)")
+    b.add_argument("--json", action="store_true", help="print the boundaries as JSON")
     return p
+
+
+def _fractions(text: str) -> list[float]:
+    from evaluation.interim import check_fractions
+
+    try:
+        fractions = [float(x) for x in text.split(",")]
+        check_fractions(fractions)
+    except ValueError as exc:
+        message = str(exc) if "fractions" in str(exc) else f"not a number in {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+    return fractions
+
+
+def _alpha(text: str) -> float:
+    try:
+        alpha = float(text)
+    except ValueError:
+        alpha = float("nan")
+    if not 0 < alpha < 0.5:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 0.5), not {text!r}")
+    return alpha
 
 
 def _usage(message: str) -> int:
@@ -200,7 +241,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"synth": cmd_synth, "run": cmd_run, "check": cmd_check, "demo": cmd_demo}
+def cmd_boundaries(args: argparse.Namespace) -> int:
+    import json
+
+    from evaluation.interim import boundaries
+
+    rows = [b.as_dict() for b in boundaries(args.fractions, args.alpha)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'look':>4}  {'fraction':>8}  {'z':>8}  {'p boundary':>10}  {'alpha spent':>11}")
+    for k, r in enumerate(rows, 1):
+        print(
+            f"{k:>4}  {r['fraction']:>8.4f}  {r['z']:>8.4f}  {r['nominal_p']:>10.3g}  "
+            f"{r['alpha_spent']:>11.3g}"
+        )
+    return 0
+
+
+COMMANDS = {
+    "synth": cmd_synth,
+    "run": cmd_run,
+    "check": cmd_check,
+    "demo": cmd_demo,
+    "boundaries": cmd_boundaries,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -371,6 +371,26 @@ def _headline(results: Path, primary: str) -> str | None:
     return None
 
 
+def _interim_line(results: Path, cfg: StudyConfig) -> str | None:
+    """The monitoring look (interim analysis k of K, boundary, crossed or not), in one line."""
+    from evaluation.interim import interim_result
+
+    try:
+        look = interim_result(json.loads(results.read_text())["estimates"], cfg)
+    except (OSError, ValueError, KeyError):
+        return None
+    if look is None:
+        return None
+    crossed = {"benefit": "crossed (benefit)", "harm": "crossed (harm)", None: "not crossed"}
+    line = (
+        f"{look.heading}: boundary z = {look.boundary:.2f} (one-sided p <= "
+        f"{look.p_boundary:.2g}), {crossed[look.crossed]}"
+    )
+    if look.rci_low is not None:
+        line += f"; repeated {100 * look.level:.2f}% CI {look.rci_low:.2f} to {look.rci_high:.2f}"
+    return line
+
+
 def print_summary(summary: RunSummary, cfg: StudyConfig | None = None, echo=print) -> None:
     """What the run used and found, and where the reports are."""
     # published/ names the current edition: the stable path, not the edition's own
@@ -383,6 +403,8 @@ def print_summary(summary: RunSummary, cfg: StudyConfig | None = None, echo=prin
             echo(f"Forces used ({arm}): {len(used)}: {', '.join(used) or 'none'}")
         if headline := _headline(summary.results, cfg.analysis.primary_outcome):
             echo(f"Headline: {headline}")
+        if interim := _interim_line(summary.results, cfg):
+            echo(interim)
     echo(f"Quarantined deliveries: {', '.join(summary.quarantined) or 'none'}")
     for stale in summary.stale:
         echo(f"Stale: {stale}")

@@ -123,6 +123,8 @@ def evaluation_page(inputs: ReportInputs, cfg: StudyConfig) -> Page:
         "headline_inference": cfg.analysis.cluster_inference,
         "headline_phrase": INFERENCE_PHRASES[inf],
         "permutations_note": _permutations_note(cfg),
+        "gee_correlation": cfg.analysis.gee_correlation,
+        "monitoring": cfg.monitoring,
     }
     tables = page_tables(
         [flow, exclusions, t1, currency],

@@ -8,6 +8,7 @@ from typing import Any
 
 from evaluation.config import StudyConfig
 from evaluation.disclosure import is_suppressed, safe_count
+from evaluation.interim import interim_result
 from evaluation.publish.common import (
     INFERENCE_PHRASES,
     OUTCOME_HAD,
@@ -18,7 +19,7 @@ from evaluation.publish.common import (
     pct_change,
     years_phrase,
 )
-from evaluation.publish.estimates import OutcomeHR, Results, min_detectable
+from evaluation.publish.estimates import OutcomeHR, Results, min_detectable, reason_of
 from evaluation.publish.survival import horizon_share
 from evaluation.survival_models import headline_inference
 
@@ -40,15 +41,16 @@ def headline(res: Results, cfg: StudyConfig) -> dict[str, Any]:
         "hr": fmt_ratio(row.get("estimate")),
         "ci": fmt_ci(row.get("ci_low"), row.get("ci_high")),
         "p": fmt_p(row.get("p_value")),
+        "reason": reason_of(row, cfg),  # why no estimate (None where there is one)
     }
 
 
 def _found(h: dict[str, Any], res: Results, cfg: StudyConfig) -> list[str]:
     label = h["label"].lower()
     if h["estimate"] is None:
+        why = h["reason"] or "too few events or a model that did not converge"
         return [
-            f"The effect on {label} could not be estimated reliably (too few events or a model "
-            "that did not converge), so no hazard ratio is reported."
+            f"The effect on {label} could not be estimated ({why}), so no hazard ratio is reported."
         ]
     interval = (
         f"95% confidence interval {h['ci']}"
@@ -154,7 +156,7 @@ def _secondary(hrs: list[OutcomeHR], cfg: StudyConfig) -> list[str]:
             continue
         label = OUTCOME_LABELS[h.outcome]
         if not h.estimable:
-            out.append(f"{label}: not estimated (too few events).")
+            out.append(f"{label}: not estimated ({reason_of(h.headline, cfg) or 'no estimate'}).")
             continue
         e = h.headline
         line = (
@@ -214,10 +216,34 @@ def _coverage(res: Results, cfg: StudyConfig) -> str:
     )
 
 
+def _interim(res: Results, cfg: StudyConfig) -> dict[str, Any] | None:
+    """The monitoring look (analysis plan 1.1, analysis 11): its heading, its sentences and
+    the verdict that replaces the unadjusted one until the final analysis."""
+    look = interim_result(res.doc.get("estimates", []), cfg)
+    if look is None or cfg.monitoring is None:
+        return None
+    crossed = {
+        "benefit": "the monitoring boundary for benefit was crossed",
+        "harm": "the monitoring boundary for harm was crossed",
+        None: "the monitoring boundary was not crossed, so the result is not conclusive yet",
+    }[look.crossed]
+    return {
+        "final": look.final,
+        "heading": look.heading,
+        "figure": (
+            f"{look.k} of {look.total}",
+            "final analysis" if look.final else "interim analysis",
+        ),
+        "sentences": look.sentences(cfg),
+        "verdict": f"{look.heading}: {crossed}.",
+    }
+
+
 def build_summary(
     res: Results, hrs: list[OutcomeHR], cfg: StudyConfig, people: str, forces: dict[str, int]
 ) -> dict[str, Any]:
     h = headline(res, cfg)
+    interim = _interim(res, cfg)
     go_lives = sorted(f.go_live for f in cfg.forces if f.arm == "pilot")
     tested = (
         f"The Desistance Practice Framework (a way of managing people with sexual convictions "
@@ -238,9 +264,13 @@ def build_summary(
         (safe_count(h["events"], cfg.disclosure), f"people with {OUTCOME_HAD[h['outcome']]}"),
         (h["hr"], "hazard ratio, primary outcome"),
     ]
+    if interim:
+        figures.append(interim["figure"])
     return {
         "headline": h,
-        "verdict": _verdict(h),
+        # at an interim look the unadjusted verdict would overstate: the boundary decides
+        "verdict": interim["verdict"] if interim and not interim["final"] else _verdict(h),
+        "interim": interim,
         "figures": figures,
         "tested": tested,
         "found": _found(h, res, cfg),
