@@ -334,10 +334,13 @@ def difference_in_differences(
     outs={
         "intermediate_estimates": dg.AssetOut(
             kinds={"pandas", "statsmodels"},
-            description="GEE (binomial, logit, exchangeable within force, robust variance "
-            "x G/(G-1), t with G-1 df) of each 12-month intermediate outcome on pilot, its "
-            "baseline value and the covariates, with the propensity weights: odds ratio and "
-            "standardised risk difference, the working structure used and any warnings.",
+            description="GEE (binomial, logit, clustered by force, robust variance x G/(G-1), "
+            "t with G-1 df) of each 12-month intermediate outcome on pilot, its baseline value "
+            "and the covariates, with the propensity weights: odds ratio and standardised risk "
+            "difference with the working correlation analysis.gee_correlation (independence by "
+            "default), and the odds ratio with the other structure as a sensitivity analysis "
+            "(not estimable, with the reason, where an exchangeable correlation is not a valid "
+            "one); any warnings.",
         ),
         "intermediate_results": dg.AssetOut(kinds={"polars"}, description=RESULTS_DESCRIPTION),
     },
@@ -365,6 +368,11 @@ def intermediate_outcome_models(
         table,
         output_name="intermediate_estimates",
         metadata={
+    sensitivity = [
+        f"{r['outcome']} ({r['sensitivity_structure']}): not estimable, {r['sensitivity_reason']}"
+        for r in table.to_dict("records")
+        if isinstance(r.get("sensitivity_reason"), str)
+    ]
             **frame_metadata("intermediate_estimates", table),
             "weighting": cfg.analysis.weighting if "weight" in weighted_cohort.columns else "none",
             "working_structures": dg.MetadataValue.md(
@@ -391,8 +399,11 @@ def intermediate_outcome_models(
             ),
             "warnings": bullets(warnings),
         },
+                    "sensitivity_correlation": "Sensitivity: correlation",
+                    "sensitivity_odds_ratio": "Sensitivity: odds ratio",
     )
     results = estimates_frame(rows)
+            "sensitivity_not_estimable": bullets(sensitivity),
     yield dg.Output(
         results,
         output_name="intermediate_results",

@@ -461,21 +461,23 @@ def _exchangeable_gee(
 def gee_against_statsmodels(
     design: Any, row: Mapping[str, Any], alpha: float = 0.05
 ) -> CheckOutcome:
-    """One intermediate-outcome GEE checked two ways, each to 1e-6 (relative).
+    """One intermediate-outcome GEE (the primary model's row) checked two ways, each to 1e-6
+    (relative).
 
-    The project fits its GEEs with statsmodels (`evaluation.intermediate._gee_fit`), so a
+    The project fits its GEEs with statsmodels (`evaluation.intermediate._gee_fits`), so a
     plain re-fit would compare statsmodels with itself. Instead:
 
-    1. statsmodels' own GEE at the working correlation our fit reports (fixed), from
-       statsmodels' own start values and with its one-step iteration: the same odds ratio,
-       whatever route our fit took (several mean steps per correlation update, fallbacks).
+    1. statsmodels' own GEE at the working correlation our fit reports (fixed; 0 is the
+       independence structure), from statsmodels' own start values: the same odds ratio,
+       whatever route our fit took (the exchangeable fit alternates correlation updates and
+       fits from the independence fit).
     2. The estimating equations solved and the sandwich variance computed here in numpy,
        independently of statsmodels, at that correlation: the same odds ratio and the same
        interval (robust variance x G/(G-1), t with G-1 df, as `gee_intermediate` states).
 
     The correlation itself is taken from our fit, not re-estimated: with a few large forces
     and a correlation near zero, statsmodels' default alternation can stop at another
-    correlation or cycle (which is why `_gee_fit` does not use it), so comparing against it
+    correlation or cycle (which is why `_gee_fits` does not use it), so comparing against it
     would test the iteration, not the model.
 
     Parameters
@@ -490,7 +492,7 @@ def gee_against_statsmodels(
     outcome = design.outcome
     if design.X is None or row.get("odds_ratio") is None or pd.isna(row.get("odds_ratio")):
         return CheckOutcome(False, f"{outcome}: no GEE was fitted to compare.")
-    corr = float(row["working_correlation"]) if row["working_structure"] == "exchangeable" else 0.0
+    corr = float(row["working_correlation"])  # 0 under independence
     if corr == 0.0:
         cov_struct = sm.cov_struct.Independence()
     else:

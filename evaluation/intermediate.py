@@ -1,9 +1,10 @@
 """Intermediate outcomes 12 months after the index date (analysis-plan.md, analysis 6).
 
 `intermediate_outcomes` derives, per cohort person, the six 12-month outcomes and their
-baseline values; `gee_intermediate` fits a GEE (binomial, exchangeable, clustered by force)
-of each on pilot, the baseline value and the covariates, with the analysis weights, and
-returns the odds ratio and the standardised risk difference.
+baseline values; `gee_intermediate` fits a GEE (binomial, clustered by force; working
+correlation independence, exchangeable as a sensitivity analysis where its correlation is a
+valid one) of each on pilot, the baseline value and the covariates, with the analysis
+weights, and returns the odds ratio and the standardised risk difference.
 
 Definitions (the plan's, made exact):
 
@@ -26,6 +27,7 @@ import datetime as dt
 import math
 import warnings
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -175,60 +177,106 @@ def intermediate_outcomes(
     return out.select(cols).sort("force", "person_id")
 
 
-def _exchangeable_moment(y, mu, groups) -> float:
-    """Moment estimate of the exchangeable correlation from Pearson residuals (as
-    statsmodels' Exchangeable.update, without a scale or dof adjustment)."""
+# The exchangeable fit alternates correlation and coefficients until the correlation moves by
+# at most this much (absolute) from one update to the next, or gives up after this many.
+CORRELATION_TOLERANCE = 1e-9
+EXCHANGEABLE_UPDATES = 50
+WORKING_STRUCTURES = ("independence", "exchangeable")
+
+
+def _exchangeable_moment(y, mu, groups, w) -> float:
+    """Moment estimate of the exchangeable correlation from the Pearson residuals r, each
+    pair of people in a force weighted by the product of their weights:
+    sum_forces [(sum w r)^2 - sum w^2 r^2] / sum_forces [(sum w)^2 - sum w^2], over the
+    weighted mean of r^2 (the scale). With w = 1 it is statsmodels' Exchangeable.update
+    without a degrees-of-freedom adjustment; that update reads one weight per force
+    (``model.weights[i]`` for force i, statsmodels 0.15), which propensity weights, varying
+    within a force, do not have."""
     r = (y - mu) / np.sqrt(mu * (1 - mu))
-    sums = np.bincount(groups, r)
-    squares = np.bincount(groups, r * r)
-    sizes = np.bincount(groups).astype(float)
-    pairs = (sizes * (sizes - 1)).sum()
-    return float(((sums**2 - squares).sum() / pairs) / (squares.sum() / sizes.sum()))
+    wr = w * r
+    pairs = (np.bincount(groups, wr) ** 2 - np.bincount(groups, wr * wr)).sum()
+    pair_weight = (np.bincount(groups, w) ** 2 - np.bincount(groups, w * w)).sum()
+    return float((pairs / pair_weight) / (np.sum(wr * r) / np.sum(w)))
 
 
-def _gee_fit(y, X, groups, weights):
-    """statsmodels GEE, binomial, exchangeable working correlation within force.
+@dataclass(frozen=True)
+class GeeFit:
+    """One GEE: its working structure and correlation (0 under independence) and the
+    statsmodels results, or no results and the plain-English reason it is not estimable."""
+
+    structure: str
+    correlation: float | None
+    result: Any = None
+    reason: str | None = None
+    messages: tuple[str, ...] = ()
+
+
+def _gee_fits(y, X, groups, weights) -> dict[str, GeeFit]:
+    """statsmodels GEEs, binomial, with an independence and an exchangeable working
+    correlation within force: {"independence": GeeFit, "exchangeable": GeeFit}.
 
     statsmodels' GEE `weights` multiply each row's contribution to the estimating equations
     (and to the robust 'meat'): case or probability weights, as Stata's pweights; they may
     vary within a cluster. With an independence working correlation the estimates equal a
     weighted GLM's (tests check it).
 
-    statsmodels alternates one mean-parameter step with one update of the correlation; with
-    thousands of people per force and a correlation near zero this can cycle between two
-    states and stop at the iteration limit with a wrong answer. So: (1) several mean steps per
-    correlation update (`params_niter=10`); if that does not converge, (2) the correlation
-    fixed at its moment estimate from the independence fit; failing that, (3) independence.
-    Returns (results, messages, working correlation used).
+    Exchangeable: from the independence fit, the correlation (the weighted moment estimate,
+    `_exchangeable_moment`) and the coefficients (fitted to convergence at that correlation)
+    are updated in turn until the correlation settles. statsmodels' own alternation is not
+    used: it takes one Newton step per correlation update and, with thousands of people per
+    force and a correlation near zero, can stop or cycle away from the solution; and its
+    update ignores weights that vary within a force. A correlation no working covariance can
+    have, at or below -1/(n - 1) for the largest force (n people) or at or above 1, makes the
+    exchangeable model not estimable (that force's working covariance would not be positive
+    definite): no fallback, a reason.
     """
     import statsmodels.api as sm
 
-    fam = sm.families.Binomial()
-
-    def fit(cov_struct, update_dep=True, **kw):
+    def fit(cov_struct, **kw):
         model = sm.GEE(
-            y, X, groups=groups, family=fam, cov_struct=cov_struct, weights=weights,
-            update_dep=update_dep,
+            y, X, groups=groups, family=sm.families.Binomial(), cov_struct=cov_struct,
+            weights=weights, update_dep=False,
         )  # fmt: skip
         with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
             warnings.simplefilter("always")
             res = model.fit(maxiter=100, **kw)
-        ok = bool(getattr(res, "converged", True)) and np.all(np.isfinite(res.params))
-        return res, ok, sorted({str(w.message) for w in caught})
+        ok = (
+            res is not None
+            and bool(getattr(res, "converged", True))
+            and bool(np.all(np.isfinite(res.params)))
+        )
+        return res, ok, tuple(sorted({str(c.message) for c in caught}))
 
-    res, ok, msgs = fit(sm.cov_struct.Exchangeable(), params_niter=10)
-    if ok:
-        return res, msgs, "exchangeable"
-    ind, ind_ok, ind_msgs = fit(sm.cov_struct.Independence())
-    note = "exchangeable GEE did not converge"
-    if ind_ok:
-        alpha = _exchangeable_moment(y, 1 / (1 + np.exp(-X @ ind.params)), groups)
+    res, ok, msgs = fit(sm.cov_struct.Independence())
+    if not ok:
+        why = "the model did not converge" + (f" ({msgs[0]})" if msgs else "")
+        return {s: GeeFit(s, None, reason=why, messages=msgs) for s in WORKING_STRUCTURES}
+    out = {"independence": GeeFit("independence", 0.0, res, messages=msgs)}
+    w = weights if weights is not None else np.ones(len(y))
+    largest = int(np.bincount(groups).max())
+    lower = -1 / (largest - 1) if largest > 1 else -np.inf
+    alpha = None
+    for _ in range(EXCHANGEABLE_UPDATES):
+        new = _exchangeable_moment(y, 1 / (1 + np.exp(-X @ res.params)), groups, w)
+        if not lower < new < 1:
+            why = (
+                f"the estimated within-force correlation ({new:.2g}) is not a valid "
+                "exchangeable correlation: it must lie above -1/(n - 1), n the number of "
+                "people in the largest force, and below 1, or the working covariance is not "
+                "positive definite"
+            )
+            return out | {"exchangeable": GeeFit("exchangeable", new, reason=why)}
+        if alpha is not None and abs(new - alpha) <= CORRELATION_TOLERANCE:
+            return out | {"exchangeable": GeeFit("exchangeable", alpha, res, messages=msgs)}
+        alpha = new
         cs = sm.cov_struct.Exchangeable()
         cs.dep_params = alpha
-        fixed, fixed_ok, fixed_msgs = fit(cs, update_dep=False, start_params=ind.params)
-        if fixed_ok:
-            return fixed, [f"{note}; correlation fixed at its moment estimate"], "exchangeable"
-    return ind, [f"{note}; independence working correlation used", *ind_msgs], "independence"
+        res, ok, msgs = fit(cs, start_params=res.params)
+        if not ok:
+            why = f"the model did not converge at the correlation {alpha:.2g}"
+            return out | {"exchangeable": GeeFit("exchangeable", alpha, reason=why, messages=msgs)}
+    why = f"the exchangeable correlation did not settle in {EXCHANGEABLE_UPDATES} updates"
+    return out | {"exchangeable": GeeFit("exchangeable", alpha, reason=why, messages=msgs)}
 
 
 def standardised_difference(
@@ -253,12 +301,14 @@ def standardised_difference(
 class GeeDesign:
     """What one outcome's GEE is fitted on: complete cases sorted by force; X is the
     intercept then `terms` (pilot first); groups number the forces 0..G-1. X is None where
-    the model is not estimable (no rows, or no variation in pilot or the outcome)."""
+    the model is not estimable, and `reason` says why (no rows, or no variation in pilot or
+    the outcome)."""
 
     outcome: str
     terms: list[str]
     n: int
     events: int
+    reason: str | None = None
     X: np.ndarray | None = None
     y: np.ndarray | None = None
     groups: np.ndarray | None = None
@@ -295,8 +345,19 @@ def gee_design(data: pd.DataFrame, outcome: str, cfg: StudyConfig) -> GeeDesign:
     terms = ["pilot"] + ([] if own else [BASELINE_OF[outcome]]) + covs
     d = data.dropna(subset=[outcome, *terms] + (["weight"] if weighted else []))
     design = GeeDesign(outcome, terms, len(d), int(d[outcome].sum()) if len(d) else 0)
-    if len(d) == 0 or d["pilot"].nunique() < 2 or d[outcome].nunique() < 2:
-        return design
+    if weighted and len(data) and data["weight"].isna().all():
+        # analysis_frame leaves the weights missing where the arms do not overlap
+        return replace(
+            design,
+            reason="the arms cannot be weighted to be comparable (the survival analysis "
+            "says why), so no weighted model of it can be fitted",
+        )
+    if len(d) == 0:
+        return replace(design, reason="no one in the cohort has it and its baseline observed")
+    if d["pilot"].nunique() < 2:
+        return replace(design, reason="everyone with it observed is in one arm")
+    if d[outcome].nunique() < 2:
+        return replace(design, reason="everyone with it observed had the same outcome")
     d = d.sort_values("force", kind="stable")
     return replace(
         design,
@@ -305,6 +366,31 @@ def gee_design(data: pd.DataFrame, outcome: str, cfg: StudyConfig) -> GeeDesign:
         groups=pd.factorize(d["force"])[0],
         weights=d["weight"].to_numpy(float) if weighted else None,
     )
+
+
+def _pilot_effect(fit: GeeFit, design: GeeDesign, alpha: float) -> dict[str, Any]:
+    """The pilot odds ratio and standardised risk difference of a fitted GEE: robust
+    (sandwich) covariance clustered by force times G/(G-1), t intervals with G-1 df."""
+    res, X, groups = fit.result, design.X, design.groups
+    G = int(groups.max()) + 1
+    cov = np.asarray(res.cov_params()) * G / (G - 1)
+    b, se = float(res.params[1]), math.sqrt(cov[1, 1])
+    tcrit = float(stats.t.ppf(1 - alpha / 2, G - 1))
+    w = design.weights if design.weights is not None else np.ones(len(design.y))
+    risk1, risk0, rd, rd_se = standardised_difference(np.asarray(res.params), cov, X, w)
+    return {
+        "forces": G,
+        "odds_ratio": math.exp(b),
+        "ci_low": math.exp(b - tcrit * se),
+        "ci_high": math.exp(b + tcrit * se),
+        "p_value": float(2 * stats.t.sf(abs(b / se), G - 1)),
+        "risk_pilot": risk1,
+        "risk_comparison": risk0,
+        "risk_difference": rd,
+        "rd_ci_low": rd - tcrit * rd_se,
+        "rd_ci_high": rd + tcrit * rd_se,
+        "rd_p_value": float(2 * stats.t.sf(abs(rd / rd_se), G - 1)) if rd_se > 0 else None,
+    }
 
 
 def gee_intermediate(
@@ -318,69 +404,83 @@ def gee_intermediate(
     Inputs: the cohort (polars or pandas) with, optionally, the analysis weights in a
     `weight` column (from the propensity step; absent = unweighted); `tables` with the
     stacked "circumstances" and "assessments"; the config (analysis.covariates,
-    analysis.weighting). Complete cases on outcome, baseline and covariates.
+    analysis.weighting, analysis.gee_correlation). Complete cases on outcome, baseline and
+    covariates.
 
-    Model: binomial GEE, logit link, exchangeable working correlation within force, robust
-    (sandwich) covariance clustered by force times G/(G-1), and t intervals with G-1 degrees
-    of freedom (few forces; the Mancl-DeRouen correction would need an n_i x n_i solve per
-    force, too slow with thousands of people per force). The risk difference standardises:
-    the mean over the analysis sample (with its weights) of the predicted risk with pilot = 1
-    minus that with pilot = 0, delta-method CI.
+    Model: binomial GEE, logit link, clustered by force, robust (sandwich) covariance times
+    G/(G-1), and t intervals with G-1 degrees of freedom (few forces; the Mancl-DeRouen
+    correction would need an n_i x n_i solve per force, too slow with thousands of people
+    per force). The primary analysis has the working correlation `analysis.gee_correlation`
+    (independence by default: always a valid working covariance, and consistent whatever
+    the correlation); the other structure is a sensitivity analysis. An exchangeable
+    correlation outside (-1/(n - 1), 1), n the largest force's people, is not a valid working
+    correlation: that model is not estimable, with the reason (`_gee_fits`). The risk
+    difference standardises: the mean over the analysis sample (with its weights) of the
+    predicted risk with pilot = 1 minus that with pilot = 0, delta-method CI.
 
-    Returns (table, estimates): one table row per outcome (n, events, forces, odds_ratio and
-    CI, p_value, risk_pilot, risk_comparison, risk_difference and CI, rd_p_value,
-    working_structure, working_correlation, baseline_term, warnings) and Estimate rows
-    method "gee", term "pilot", measures "odds_ratio" and "risk_difference".
+    Returns (table, estimates). The table has one row per outcome: n, events, forces,
+    odds_ratio and CI, p_value, risk_pilot, risk_comparison, risk_difference and CI,
+    rd_p_value, working_structure and working_correlation, reason (why not estimable),
+    baseline_term, warnings, all of the primary model; and the sensitivity model's
+    sensitivity_structure, sensitivity_correlation, sensitivity_odds_ratio and CI,
+    sensitivity_p_value and sensitivity_reason. Estimate rows, method "gee", term "pilot":
+    the primary's "odds_ratio" and "risk_difference" (inference "cluster_robust") and the
+    sensitivity's "odds_ratio" (inference "cluster_robust_<structure>"); not_estimable with
+    the reason where a model cannot be fitted.
     """
     data = gee_data(cohort_with_weights, tables, cfg)
-    weighted = "weight" in data.columns
-    weighting = cfg.analysis.weighting if weighted else "none"
+    weighting = cfg.analysis.weighting if "weight" in data.columns else "none"
+    primary = cfg.analysis.gee_correlation
+    (other,) = (s for s in WORKING_STRUCTURES if s != primary)
     table_rows, estimates = [], []
     for outcome in INTERMEDIATE_OUTCOMES:
         design = gee_design(data, outcome, cfg)
-        row = {"outcome": outcome, "n": design.n, "events": design.events}
-        if design.X is None:
-            table_rows.append({**row, "warnings": "not estimable: no variation"})
-            continue
-        X, y, w, groups = design.X, design.y, design.weights, design.groups
-        res, messages, working = _gee_fit(y, X, groups, w)
-        G = int(groups.max()) + 1
-        cov = np.asarray(res.cov_params()) * G / (G - 1)
-        b, se = float(res.params[1]), math.sqrt(cov[1, 1])
-        tcrit = float(stats.t.ppf(1 - alpha / 2, G - 1))
-        p = float(2 * stats.t.sf(abs(b / se), G - 1))
-        ww = w if w is not None else np.ones(len(y))
-        risk1, risk0, rd, rd_se = standardised_difference(np.asarray(res.params), cov, X, ww)
-        rd_p = float(2 * stats.t.sf(abs(rd / rd_se), G - 1)) if rd_se > 0 else None
-        row.update(
-            forces=G,
-            odds_ratio=math.exp(b),
-            ci_low=math.exp(b - tcrit * se),
-            ci_high=math.exp(b + tcrit * se),
-            p_value=p,
-            risk_pilot=float(risk1),
-            risk_comparison=float(risk0),
-            risk_difference=rd,
-            rd_ci_low=rd - tcrit * rd_se,
-            rd_ci_high=rd + tcrit * rd_se,
-            rd_p_value=rd_p,
-            working_structure=working,
-            working_correlation=float(np.asarray(res.cov_struct.dep_params, float).ravel()[0])
-            if working == "exchangeable"
-            else 0.0,
-            baseline_term=BASELINE_OF[outcome]
+        fits = (
+            _gee_fits(design.y, design.X, design.groups, design.weights)
+            if design.X is not None
+            else {s: GeeFit(s, None, reason=design.reason) for s in WORKING_STRUCTURES}
+        )
+        main, sens = fits[primary], fits[other]
+        effect = _pilot_effect(main, design, alpha) if main.result is not None else {}
+        sens_effect = _pilot_effect(sens, design, alpha) if sens.result is not None else {}
+        row = {
+            "outcome": outcome,
+            "n": design.n,
+            "events": design.events,
+            **effect,
+            "working_structure": primary,
+            "working_correlation": main.correlation,
+            "reason": main.reason,
+            "baseline_term": BASELINE_OF[outcome]
             if BASELINE_OF[outcome] in design.terms
             else BASELINE_COVARIATE[outcome],
-            warnings="; ".join(messages),
-        )
+            "sensitivity_structure": other,
+            "sensitivity_correlation": sens.correlation,
+            **{f"sensitivity_{k}": sens_effect.get(k) for k in ("odds_ratio", "ci_low", "ci_high")},
+            "sensitivity_p_value": sens_effect.get("p_value"),
+            "sensitivity_reason": sens.reason,
+            "warnings": "; ".join(main.messages),
+        }
         table_rows.append(row)
-        inference = "cluster_robust"
+        kw = {"n": design.n, "events": design.events, "weighting": weighting}
+        for measure, keys in (
+            ("odds_ratio", ("odds_ratio", "ci_low", "ci_high", "p_value")),
+            ("risk_difference", ("risk_difference", "rd_ci_low", "rd_ci_high", "rd_p_value")),
+        ):
+            estimates.append(
+                Estimate(outcome, "gee", "pilot", measure, *(effect[k] for k in keys),
+                         inference="cluster_robust", **kw)
+                if effect
+                else Estimate.not_estimable(outcome, "gee", "pilot", measure, main.reason,
+                                            inference="cluster_robust", **kw)
+            )  # fmt: skip
+        inference = f"cluster_robust_{other}"
         estimates.append(
-            Estimate(outcome, "gee", "pilot", "odds_ratio", row["odds_ratio"], row["ci_low"],
-                     row["ci_high"], p, design.n, row["events"], weighting, inference)
-        )  # fmt: skip
-        estimates.append(
-            Estimate(outcome, "gee", "pilot", "risk_difference", rd, row["rd_ci_low"],
-                     row["rd_ci_high"], rd_p, design.n, row["events"], weighting, inference)
+            Estimate(outcome, "gee", "pilot", "odds_ratio", sens_effect["odds_ratio"],
+                     sens_effect["ci_low"], sens_effect["ci_high"], sens_effect["p_value"],
+                     inference=inference, **kw)
+            if sens_effect
+            else Estimate.not_estimable(outcome, "gee", "pilot", "odds_ratio", sens.reason,
+                                        inference=inference, **kw)
         )  # fmt: skip
     return pd.DataFrame(table_rows), estimates

@@ -1,5 +1,6 @@
 """Intermediate outcomes 12 months after the index date: odds ratios and risk differences
-(GEE, clustered by force, weighted). An outcome's estimates are shown only where at least
+(GEE, clustered by force, weighted), and the odds ratio with the other working correlation
+(sensitivity). An outcome's estimates are shown only where at least
 min_cell people had it and at least min_cell did not: a model of a rarer outcome describes
 too few people."""
 
@@ -46,8 +47,10 @@ def intermediate_table(est: pd.DataFrame, cfg: StudyConfig) -> Table:
                 "95% CI (points)": fmt_ci(100 * r["rd_ci_low"], 100 * r["rd_ci_high"], 1)
                 if ok
                 else w,
+                "Sensitivity: odds ratio (95% CI)": "withheld" if small else _sensitivity(r),
             }
         )
+    other = "exchangeable" if cfg.analysis.gee_correlation == "independence" else "independence"
     return Table(
         "intermediate-outcomes",
         "Intermediate outcomes 12 months after the index date: odds ratio and standardised "
@@ -56,5 +59,21 @@ def intermediate_table(est: pd.DataFrame, cfg: StudyConfig) -> Table:
         pd.DataFrame(rows),
         counts=("People observed", "With the outcome"),
         note="Above 1 (odds ratio) or above 0 (difference): more common in pilot forces. "
-        "Only people with a record near 12 months are observed, so these describe a subset.",
+        "Only people with a record near 12 months are observed, so these describe a subset. "
+        f"Working correlation within force: {cfg.analysis.gee_correlation}; the sensitivity "
+        f"column has the odds ratio with an {other} working correlation"
+        + (
+            ", not estimable where the estimated correlation is not a valid one (below "
+            "-1/(n - 1) for the largest force of n people, or 1 or above)."
+            if other == "exchangeable"
+            else "."
+        ),
     )
+
+
+def _sensitivity(r: dict) -> str:
+    """The sensitivity model's odds ratio and interval, or why it has none."""
+    odds_ratio = r.get("sensitivity_odds_ratio")
+    if odds_ratio is None or pd.isna(odds_ratio):
+        return "not estimable"
+    return f"{fmt_ratio(odds_ratio)} ({fmt_ci(r['sensitivity_ci_low'], r['sensitivity_ci_high'])})"
