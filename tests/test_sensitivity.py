@@ -252,3 +252,107 @@ def test_did_estimates_writes_placebo_and_bounds(synthetic_did):
         # the demo's go-lives run from April 2024: the placebo uses the months before it
         assert str(placebo.loc[outcome, "last_month"]) == "2024-03-01"
         assert pl_rows[0].events == placebo.loc[outcome, "events"] > 0
+
+
+# --------------------------------------------------------------------------------------------
+# The report's sensitivity section
+# --------------------------------------------------------------------------------------------
+
+
+def _row(outcome, method, term, measure, estimate, lo=None, hi=None, p=None, inference=None,
+         reason=None):  # fmt: skip
+    status = "ok" if reason is None else "not_estimable"
+    return {"outcome": outcome, "method": method, "term": term, "measure": measure,
+            "estimate": estimate, "ci_low": lo, "ci_high": hi, "p_value": p,
+            "inference": inference, "status": status, "reason": reason}  # fmt: skip
+
+
+def test_report_section_states_each_check(pilot_cfg):
+    from evaluation.publish.estimates import Results
+    from evaluation.publish.sensitivity import sensitivity_part
+
+    o = pilot_cfg.analysis.primary_outcome
+    head = sm.headline_inference(pilot_cfg)
+    doc = {
+        "estimates": [
+            _row(o, "cox", "pilot", "hazard_ratio", 0.6, 0.45, 0.8, 0.01, head),
+            _row(o, "e_value", "rr_from_hr", "e_value", 2.199622, inference=head),
+            _row(o, "e_value", "rr_from_hr", "e_value_ci", 1.608891, inference=head),
+            _row(o, "placebo", "simple", "att", 0.3, -0.5, 1.1, 0.4, head),
+            *[
+                _row(
+                    o,
+                    "honest_did",
+                    f"mbar_{m:g}",
+                    "att_bounds",
+                    -1.0,
+                    -1.5 - m * 0.3,
+                    -0.6 + m * 0.3,
+                    inference=head,
+                )
+                for m in MBARS
+            ],  # fmt: skip
+            _row(o, "honest_did", "simple", "breakdown_mbar", 2.0, inference=head),
+        ]
+    }
+    inference = pd.DataFrame(
+        {
+            "outcome": o,
+            "inference": "leave_one_force_out",
+            "force": ["ASH", "FNL", "GLH"],
+            "arm": ["pilot", "comparison", "comparison"],
+            "hr": [0.55, 0.62, np.nan],
+            "ci_low": [0.4, 0.5, np.nan],
+            "ci_high": [0.75, 0.8, np.nan],
+            "usable": [True, True, False],
+        }
+    )
+    did_tables = {
+        "did_bounds": relative_magnitude_bounds(-1.0, -1.5, -0.6, [0.3, -0.1]).assign(outcome=o)
+    }
+    part = sensitivity_part(inference, did_tables, Results(doc), pilot_cfg)
+    text = " ".join(part["e_value"])
+    assert "2.20" in text and "1.61" in text and "approximate risk ratio" in text
+    assert "converted" in part["conversion"]
+    lofo = part["lofo"].table.frame
+    assert list(lofo["Forces"]) == ["All forces", "Without ASH (pilot)", "Without FNL (comparison)"]
+    assert list(lofo["95% CI"]) == ["0.45 to 0.80", "0.40 to 0.75", "0.50 to 0.80"]
+    assert "Not estimable without GLH" in part["lofo"].caption
+    assert "-0.50 to 1.10" in part["placebo"] and "includes zero" in part["placebo"]
+    bounds = part["bounds"].frame
+    assert list(bounds["Range of the effect"]) == [
+        "-1.00 to -1.00", "-1.15 to -0.85", "-1.30 to -0.70", "-1.60 to -0.40"
+    ]  # fmt: skip
+    assert list(bounds["Includes no change"]) == ["no", "no", "no", "yes"]
+    assert "less than 2.00 times" in part["breakdown"]
+
+
+def test_report_section_gives_the_reasons_when_not_estimable(pilot_cfg):
+    from evaluation.publish.estimates import Results
+    from evaluation.publish.sensitivity import sensitivity_part
+
+    o = pilot_cfg.analysis.primary_outcome
+    head = sm.headline_inference(pilot_cfg)
+    why = "sparse events (pilot 3 events; fewer than 10 in an arm)"
+    doc = {
+        "estimates": [
+            _row(o, "cox", "pilot", "hazard_ratio", None, inference=head, reason=why),
+            _row(o, "e_value", "hr_as_rr", "e_value", None, inference=head, reason=why),
+            _row(o, "placebo", "simple", "att", None, inference=head, reason="no months before"),
+            _row(
+                o,
+                "honest_did",
+                "simple",
+                "breakdown_mbar",
+                None,
+                inference=head,
+                reason="no pre-go-live event-study coefficient",
+            ),  # fmt: skip
+        ]
+    }
+    part = sensitivity_part(None, {}, Results(doc), pilot_cfg)
+    assert part["e_value"] == [f"The E-values could not be computed: {why}."]
+    assert part["lofo"] is None
+    assert part["placebo"] == "The placebo test could not be run: no months before."
+    assert "no pre-go-live event-study coefficient" in part["breakdown"]
+    assert set(part["bounds"].frame["95% CI"]) == {"–"}

@@ -31,6 +31,7 @@ from evaluation.publish.estimates import Results
 from evaluation.publish.fidelity import fidelity_part
 from evaluation.publish.inputs import ReportInputs
 from evaluation.publish.intermediate import intermediate_table
+from evaluation.publish.sensitivity import sensitivity_part
 from evaluation.publish.summary import build_summary
 from evaluation.publish.survival import survival_part
 from evaluation.survival_models import headline_inference
@@ -42,6 +43,7 @@ NAV = [
     ("data-quality", "Data quality"),
     ("survival", "Results by outcome"),
     ("did", "Difference in differences"),
+    ("sensitivity", "Sensitivity"),
     ("intermediate", "Intermediate outcomes"),
     ("fidelity", "Fidelity and workload"),
     ("arms", "ARMS protective factors"),
@@ -71,6 +73,7 @@ def evaluation_page(inputs: ReportInputs, cfg: StudyConfig) -> Page:
     currency, stale = delivery_summary(inputs.dq, cfg)
     survival = survival_part(inputs.curves, inputs.ph, res, cfg)
     did = did_part(inputs.did, inputs.panel, cfg)
+    sensitivity = sensitivity_part(inputs.inference, inputs.did, res, cfg)
     intermediate = intermediate_table(inputs.intermediate, cfg)
     fidelity = fidelity_part(inputs.panel, inputs.fidelity, cfg)
     arms = arms_part(inputs.arms, cfg)
@@ -110,6 +113,7 @@ def evaluation_page(inputs: ReportInputs, cfg: StudyConfig) -> Page:
         "primary_label": OUTCOME_LABELS[cfg.analysis.primary_outcome].lower(),
         "survival": survival,
         "did": did,
+        "sensitivity": sensitivity,
         "outcomes": list(OUTCOMES),
         "outcome_labels": OUTCOME_LABELS,
         "intermediate": intermediate,
@@ -130,7 +134,8 @@ def evaluation_page(inputs: ReportInputs, cfg: StudyConfig) -> Page:
         [flow, exclusions, t1, currency],
         [survival[k] for k in ("forest", "hr_table", "horizon", "power", "hr_sensitivity")],
         survival["outcomes"],
-        [did["aggregates"], did["charts"], intermediate],
+        [did["aggregates"], did["charts"]],
+        [sensitivity["lofo"], sensitivity["bounds"], intermediate],
         [fidelity[k] for k in ("charts", "by_arm", "by_risk", "by_force")],
         [arms[k] for k in ("c_index", "improvement", "rates")],
     )
