@@ -297,6 +297,17 @@ def _rmst_sentence(res: Results, outcome: str, cfg: StudyConfig) -> str | None:
     )
 
 
+def _logrank_sentence(res: Results, outcome: str) -> str | None:
+    e = res.get(outcome, "logrank", "logrank_chi2", "pilot", "cluster_robust")
+    if e is None or e["estimate"] is None:
+        return None
+    return (
+        f"Log-rank test (the hazard ratio's weights, variance clustered by force): chi-square "
+        f"{e['estimate']:.2f}, p = {fmt_p(e['p_value'])}; a test of any difference between "
+        "the curves, beside the hazard ratio, not instead of it."
+    )
+
+
 def outcome_sections(
     curves: pd.DataFrame, ph: pd.DataFrame, res: Results, cfg: StudyConfig
 ) -> list[OutcomeSection]:
@@ -307,7 +318,11 @@ def outcome_sections(
             _curve_chart(curves, o, "km", cfg),
             _curve_chart(curves, o, "aalen_johansen", cfg),
         ]
-        for sentence in (_rmst_sentence(res, o, cfg), _ph_sentence(ph, o)):
+        for sentence in (
+            _rmst_sentence(res, o, cfg),
+            _logrank_sentence(res, o),
+            _ph_sentence(ph, o),
+        ):
             if sentence:
                 s.sentences.append(sentence)
         if o == "breach":
