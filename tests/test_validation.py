@@ -820,6 +820,43 @@ def test_bad_delivery_is_refused(tmp_path, cfg_path, case, corpus_validated_by_g
     assert fast.to_dict() == report.to_dict(), "the polars executor must agree with GX"
 
 
+def test_dates_reach_gx_vectorised_with_the_same_verdicts(tmp_path):
+    """GX compares numpy datetimes vectorised and Arrow dates one Python call per row: dates
+    reach GX as datetime64[ns] with their range's bounds at midnight, or, where a value lies
+    outside datetime64[ns]'s range (1677-2262), as Arrow dates. Both give the polars
+    executor's verdicts: 1950-01-01 is in range and 1949-12-31 is not; a year 1000 date is
+    out of range, and an end in 3000 before its start breaks the order rule (clipping
+    both into datetime64's range would have hidden it)."""
+    from evaluation.expectation_suites import _pandas_for_gx
+
+    edits = {
+        "in_range": cells("events", "event_date", [0], "1950-01-01"),
+        "before_1950": cells("events", "event_date", [1], "1949-12-31"),
+        "year_1000": cells("events", "event_date", [0], "1000-01-01"),
+        "end_before_start_3000": each(
+            cells("people", "management_start", [0], "3000-01-02"),
+            cells("people", "management_end", [0], "3000-01-01"),
+        ),
+    }
+    found = {}
+    for name, edit in edits.items():
+        folder = write_delivery(tmp_path / name, edit_tables=edit)
+        gx, _ = validate_delivery(folder, _cfg(), today=TODAY, engine="gx")
+        fast, _ = validate_delivery(folder, _cfg(), today=TODAY, engine="polars")
+        assert gx.to_dict() == fast.to_dict(), name
+        found[name] = {(f.file, f.column, f.rule) for f in gx.findings}
+    assert ("events.csv", "event_date", "range") not in found["in_range"]
+    assert ("events.csv", "event_date", "range") in found["before_1950"]
+    assert ("events.csv", "event_date", "range") in found["year_1000"]
+    order = found["end_before_start_3000"]
+    assert any(c == "management_end" and r != "range" for _, c, r in order)
+    # Which way each date column reached GX.
+    events = load_delivery(write_delivery(tmp_path / "as_gx")).tables["events"]
+    far = events.with_columns(pl.lit(dt.date(1000, 1, 1)).alias("event_date"))
+    assert str(_pandas_for_gx(events)["event_date"].dtype) == "datetime64[ns]"
+    assert str(_pandas_for_gx(far)["event_date"].dtype).endswith("[pyarrow]")
+
+
 @lru_cache(maxsize=1)
 def _cfg() -> StudyConfig:
     return load_config(PILOT_CONFIG)
