@@ -123,8 +123,9 @@ def km_matches_lifelines(
         "weighted_cohort": dg.AssetIn("weighted_cohort"),
         "delivery_status": dg.AssetIn("delivery_status"),
     },
-    description="One GEE (the first intermediate outcome fitted, in the plan's order) "
-    "re-fitted with statsmodels' own GEE at the working correlation ours reports, and solved "
+    description="One GEE (the primary model of the first intermediate outcome fitted, in the "
+    "plan's order) re-fitted with statsmodels' own GEE at the working correlation ours "
+    "reports (0: independence), and solved "
     "again with its sandwich variance in numpy, independently of statsmodels: the odds ratio "
     "and its interval agree to 1e-6. An error: the published estimate would be wrong.",
 )
