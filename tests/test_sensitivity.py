@@ -356,3 +356,10 @@ def test_report_section_gives_the_reasons_when_not_estimable(pilot_cfg):
     assert part["placebo"] == "The placebo test could not be run: no months before."
     assert "no pre-go-live event-study coefficient" in part["breakdown"]
     assert set(part["bounds"].frame["95% CI"]) == {"–"}
+    # No placebo or bounds rows at all: the difference in differences' own reason is given.
+    doc["estimates"][2:] = [
+        _row(o, "did_cs", "simple", "att", None, inference=head, reason="no month before go-live")
+    ]
+    part = sensitivity_part(None, {"did_bounds": pd.DataFrame()}, Results(doc), pilot_cfg)
+    for text in (part["placebo"], part["breakdown"]):
+        assert text.endswith("could not be estimated: no month before go-live.")

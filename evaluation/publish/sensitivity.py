@@ -159,11 +159,21 @@ def lofo_chart(inference: pd.DataFrame | None, res: Results, cfg: StudyConfig) -
     )
 
 
+def _did_reason(res: Results, cfg: StudyConfig) -> str:
+    """Why a sensitivity row of the difference in differences is missing: the reason of its
+    headline row when that was not estimable."""
+    o = cfg.analysis.primary_outcome
+    r = res.get(o, "did_cs", "att", "simple", headline_inference(cfg))
+    if r is not None and r.get("reason"):
+        return f"the difference in differences could not be estimated: {r['reason']}"
+    return "it was not run"
+
+
 def placebo_sentence(res: Results, cfg: StudyConfig) -> str:
     o = cfg.analysis.primary_outcome
     r = res.get(o, "placebo", "att", "simple", headline_inference(cfg))
     if r is None:
-        return "The placebo test was not run."
+        return f"The placebo test could not be run: {_did_reason(res, cfg)}."
     if not _ok(r):
         return f"The placebo test could not be run: {r['reason']}."
     if r["ci_low"] is None or r["ci_high"] is None:
@@ -225,7 +235,7 @@ def bounds_part(did: dict[str, pd.DataFrame], res: Results, cfg: StudyConfig) ->
         "sampling uncertainty (the headline interval, widened by the same amount).",
     )
     if bd is None:
-        sentence = "The bounds were not computed."
+        sentence = f"The bounds could not be computed: {_did_reason(res, cfg)}."
     elif not _ok(bd):
         sentence = f"The bounds could not be computed: {bd['reason']}."
     elif bd["estimate"] == 0:
