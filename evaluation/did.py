@@ -32,7 +32,6 @@ with R's single-period bases.
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -43,6 +42,7 @@ import polars as pl
 from scipy import sparse, stats
 
 from evaluation.config import OUTCOMES, StudyConfig
+from evaluation.inference import EXACT_PERMUTATION_LIMIT, _assignments
 from evaluation.panel import PER, month_start
 from evaluation.results import Estimate
 from evaluation.sensitivity import (
@@ -525,40 +525,26 @@ def twfe_ols(
 # --------------------------------------------------------------------------------------------
 
 
-def force_assignments(pilot: np.ndarray, max_draws: int, seed: int) -> tuple[np.ndarray, bool]:
+def force_assignments(
+    pilot: np.ndarray, max_draws: int, seed: int, exact_limit: int = EXACT_PERMUTATION_LIMIT
+) -> tuple[np.ndarray, bool]:
     """Which forces are pilots, under every reassignment considered by the permutation test.
 
     `pilot` is the observed 0/1 vector over forces. Returns (assignments, exhaustive): a
     boolean (P, forces) matrix whose first row is the observed assignment, then every other
-    choice of the same number of pilot forces when there are at most `max_draws` choices in
-    all (exhaustive), else `max_draws` - 1 distinct random others (seeded). The convention
-    and the draws are those of `evaluation.inference` (the Cox permutation test), so with the
-    same seed both tests use the same assignments. A reassigned pilot goes live at its own
-    configured date (a comparison force's pseudo go-live).
+    choice of the same number of pilot forces when there are at most `exact_limit` (or
+    `max_draws`) choices in all (exhaustive: an exact test, whatever the seed), else
+    `max_draws` - 1 distinct random others (seeded). The assignments are those of
+    `evaluation.inference` (the Cox permutation test), so with the same seed both tests use
+    the same ones. A reassigned pilot goes live at its own configured date (a comparison
+    force's pseudo go-live).
     """
     pilot = np.asarray(pilot, bool)
-    n, k = len(pilot), int(pilot.sum())
-    observed = tuple(np.flatnonzero(pilot))
-    total = math.comb(n, k)
-    rows = [pilot.copy()]
-    if total <= max_draws:
-        for combo in itertools.combinations(range(n), k):
-            if combo != observed:
-                r = np.zeros(n, bool)
-                r[list(combo)] = True
-                rows.append(r)
-        return np.array(rows), True
-    rng = np.random.default_rng(seed)
-    seen = {observed}
-    while len(rows) < max_draws:
-        combo = tuple(int(i) for i in np.sort(rng.choice(n, k, replace=False)))
-        if combo in seen:
-            continue
-        seen.add(combo)
-        r = np.zeros(n, bool)
+    combos, _, exhaustive = _assignments(len(pilot), pilot, max_draws, seed, exact_limit)
+    rows = np.zeros((len(combos), len(pilot)), bool)
+    for r, combo in zip(rows, combos, strict=True):
         r[list(combo)] = True
-        rows.append(r)
-    return np.array(rows), False
+    return rows, exhaustive
 
 
 def _boot_p(draws: np.ndarray, estimate: float) -> float:

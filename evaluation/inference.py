@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from evaluation.config import Analysis
 from evaluation.survival import (
     _as_float,
     _between,
@@ -167,18 +168,29 @@ def _set_weights(pr: _CoxProblem, ws: np.ndarray) -> None:
     pr.set_X(pr.Xs)
 
 
-def _assignments(
-    G: int, observed: np.ndarray, max_perm: int, seed: int
-) -> tuple[list[tuple[int, ...]], int, bool]:
-    """Treated-force sets to evaluate: all C(G, G1) if <= max_perm, else a seeded sample.
+# Every assignment is enumerated (an exact test) when there are at most this many
+# (`analysis.exact_permutation_limit`'s default): 1,287 for 5 pilots among 13 forces.
+EXACT_PERMUTATION_LIMIT: int = Analysis.model_fields["exact_permutation_limit"].default
 
-    The observed assignment is always first. A sample draws max_perm - 1 distinct other
-    assignments uniformly without replacement.
+
+def _assignments(
+    G: int,
+    observed: np.ndarray,
+    max_perm: int,
+    seed: int,
+    exact_limit: int = EXACT_PERMUTATION_LIMIT,
+) -> tuple[list[tuple[int, ...]], int, bool]:
+    """Treated-force sets to evaluate: all C(G, G1) when there are at most
+    max(exact_limit, max_perm) (exact: the seed plays no part), else a seeded sample of
+    max_perm.
+
+    The observed assignment is always first; the others follow in lexicographic order, or,
+    sampled, are max_perm - 1 distinct other assignments drawn uniformly without replacement.
     """
     g1 = int(observed.sum())
     obs = tuple(int(i) for i in np.flatnonzero(observed))
     total = math.comb(G, g1)
-    if total <= max_perm:
+    if total <= max(exact_limit, max_perm):
         others = [c for c in itertools.combinations(range(G), g1) if c != obs]
         return [obs, *others], total, True
     rng = np.random.default_rng(seed)
@@ -235,6 +247,7 @@ def permutation_test(
     *,
     max_perm: int = 999,
     seed: int = 0,
+    exact_limit: int = EXACT_PERMUTATION_LIMIT,
     statistic: Literal["score", "wald"] = "score",
     reweight: Callable[[np.ndarray], np.ndarray] | None = None,
     ci: bool = True,
@@ -244,10 +257,11 @@ def permutation_test(
 ) -> PermutationResult:
     """Permutation test of the pilot effect: re-assign which forces are pilots.
 
-    Every assignment of G1 pilot forces among G (all C(G, G1) when that is <= ``max_perm``,
-    else the observed one plus ``max_perm`` - 1 distinct others drawn with ``seed``) gets the
-    same statistic as the data; p = share of assignments with |t*| >= |t_obs| (so >= 1/n_used;
-    an assignment whose statistic cannot be computed counts as extreme: conservative).
+    Every assignment of G1 pilot forces among G (all C(G, G1), an exact test, when there are
+    at most ``exact_limit`` (or ``max_perm``), else the observed one plus ``max_perm`` - 1
+    distinct others drawn with ``seed``) gets the same statistic as the data; p = share of
+    assignments with |t*| >= |t_obs| (so >= 1/n_used; an assignment whose statistic cannot be
+    computed counts as extreme: conservative).
 
     * ``statistic="score"`` (default): the cluster-robust score t of pilot (Lin & Wei 1989)
       at the null model (adjusters only), t = sum_g a_g / sqrt(sum_g a_g^2) with a_g each
@@ -274,7 +288,7 @@ def permutation_test(
     t0 = _time.perf_counter()
     s = _setup(X, time, event, treated, cluster, weights, entry, names)
     G = len(s.labels)
-    assign, total, exhaustive = _assignments(G, s.z_cluster, max_perm, seed)
+    assign, total, exhaustive = _assignments(G, s.z_cluster, max_perm, seed, exact_limit)
     Z = np.zeros((len(assign), G))
     for k, a in enumerate(assign):
         Z[k, list(a)] = 1.0

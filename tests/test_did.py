@@ -133,9 +133,16 @@ def test_force_assignments():
     assert exhaustive and len(rows) == math.comb(8, 3)
     assert (rows[0] == pilot).all() and (rows.sum(axis=1) == 3).all()
     assert len({r.tobytes() for r in rows}) == len(rows)
-    rows2, exhaustive2 = force_assignments(pilot, max_draws=20, seed=1)
+    # up to the exact limit every assignment is used, however few draws are asked for,
+    # whatever the seed (issue 17 item 4: exact when affordable)
+    few, exhaustive_few = force_assignments(pilot, max_draws=20, seed=2)
+    assert exhaustive_few and (few == rows).all()
+    # above it, a seeded sample of max_draws distinct assignments, the observed one first
+    rows2, exhaustive2 = force_assignments(pilot, max_draws=20, seed=1, exact_limit=55)
     assert not exhaustive2 and len(rows2) == 20 and len({r.tobytes() for r in rows2}) == 20
-    assert (force_assignments(pilot, 20, seed=1)[0] == rows2).all()
+    assert (rows2[0] == pilot).all()
+    assert (force_assignments(pilot, 20, seed=1, exact_limit=55)[0] == rows2).all()
+    assert not (force_assignments(pilot, 20, seed=3, exact_limit=55)[0] == rows2).all()
 
 
 def _toy_panel(seed=0, n_forces=8, months=30, effect=0.0):

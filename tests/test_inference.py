@@ -106,11 +106,67 @@ def test_null_effect_gives_unremarkable_p_values():
     assert 0.3 < ps.mean() < 0.7  # roughly uniform
 
 
-def test_sampled_assignments_are_deterministic_for_a_seed():
+def _hand_score_residuals(time, event, z):
+    """Each person's Cox score residual of pilot at beta = 0, without adjusters or weights,
+    by hand (distinct times: no ties):
+    d_i (z_i - zbar(t_i)) - sum over events j with t_j <= t_i of (z_i - zbar(t_j)) / n(t_j),
+    zbar(t) and n(t) the mean of z and the number over the risk set {k: t_k >= t}."""
+    at_risk = time[None, :] >= time[:, None]  # [j, k]: k at risk at t_j
+    n_risk = at_risk.sum(axis=1)
+    zbar = (at_risk * z[None, :]).sum(axis=1) / n_risk
+    ev = event == 1
+    resid = event * (z - zbar) - (
+        (ev[:, None] & at_risk) * (z[None, :] - zbar[:, None]) / n_risk[:, None]
+    ).sum(axis=0)
+    return resid
+
+
+def test_exact_p_equals_a_hand_enumeration():
+    """6 forces, 3 pilots: the exact test uses all C(6, 3) = 20 assignments, and its p is
+    the rank of the observed |t| among the 20 statistics computed here by hand: the
+    cluster-robust score t, the forces' summed score residuals a_g as sum a / sqrt(sum a^2)
+    (Lin & Wei 1989)."""
+    import itertools
+
+    rng = np.random.default_rng(5)
+    force = rng.integers(0, 6, 300)
+    treated = (force < 3).astype(float)
+    time = rng.exponential(1 / (0.01 * np.exp(-0.5 * treated)))
+    event = (time < 150).astype(float)
+    time = np.minimum(time, 150.0) + rng.uniform(0, 1e-6, 300)  # distinct times
+    hand = []
+    for combo in itertools.combinations(range(6), 3):
+        z = np.isin(force, combo).astype(float)
+        a = np.bincount(force, _hand_score_residuals(time, event, z), minlength=6)
+        hand.append(abs(a.sum() / math.sqrt(a @ a)))
+    t_obs = hand[0]  # combinations start with (0, 1, 2): the observed pilots
+    res = permutation_test(None, time, event, treated, force, ci=False, seed=1)
+    assert res.exhaustive and res.n_used == res.n_assignments == 20
+    assert abs(res.t_obs) == pytest.approx(t_obs, rel=1e-9)
+    np.testing.assert_allclose(np.sort(np.abs(res.t_perm)), np.sort(hand), rtol=1e-9)
+    rank = sum(t >= t_obs * (1 - 1e-9) for t in hand)
+    assert 1 < rank < 20 and res.p_value == pytest.approx(rank / 20)
+
+
+def test_1287_assignments_are_enumerated_whatever_the_seed():
+    """13 forces, 5 pilots: C(13, 5) = 1,287 <= analysis.exact_permutation_limit (20,000),
+    so every assignment is used (not 999 drawn), and the seed plays no part."""
     d = simulate(0.8, n_forces=13, n_pilot=5, seed=6)
-    a = permutation_test(*_args(d), max_perm=199, seed=7, ci=False)
-    b = permutation_test(*_args(d), max_perm=199, seed=7, ci=False)
-    c = permutation_test(*_args(d), max_perm=199, seed=8, ci=False)
+    a = permutation_test(*_args(d), max_perm=999, seed=7, ci=False)
+    b = permutation_test(*_args(d), max_perm=999, seed=8, ci=False)
+    assert a.exhaustive and a.n_assignments == a.n_used == 1287
+    assert a.min_p == pytest.approx(1 / 1287)
+    assert np.array_equal(a.t_perm, b.t_perm) and a.p_value == b.p_value
+    assert round(a.p_value * 1287) == pytest.approx(a.p_value * 1287, abs=1e-9)
+    assert inf.EXACT_PERMUTATION_LIMIT == 20_000
+
+
+def test_sampled_assignments_are_deterministic_for_a_seed():
+    """Above the exact limit, max_perm assignments are drawn (seeded)."""
+    d = simulate(0.8, n_forces=13, n_pilot=5, seed=6)
+    a = permutation_test(*_args(d), max_perm=199, seed=7, ci=False, exact_limit=1286)
+    b = permutation_test(*_args(d), max_perm=199, seed=7, ci=False, exact_limit=1286)
+    c = permutation_test(*_args(d), max_perm=199, seed=8, ci=False, exact_limit=1286)
     assert not a.exhaustive and a.n_assignments == 1287 and a.n_used == 199
     assert np.array_equal(a.t_perm, b.t_perm) and a.p_value == b.p_value
     assert a.t_perm[0] == c.t_perm[0]  # the observed one is always first
@@ -221,3 +277,27 @@ def test_inputs_are_checked():
         permutation_test(d["X"], d["time"], d["event"], bad, d["cluster"])
     with pytest.raises(ValueError, match="treated"):
         permutation_test(d["X"], d["time"], d["event"], np.zeros(len(bad)), d["cluster"])
+
+
+def test_the_report_says_whether_the_permutation_test_is_exact(pilot_cfg):
+    """The report's note follows the same rule as the tests: with 13 forces and 5 pilots all
+    1,287 assignments (exact); above the exact limit, analysis.permutations drawn."""
+    from evaluation.publish.evaluation_report import _permutations_note
+
+    note = _permutations_note(pilot_cfg)
+    assert note.startswith("all 1,287 possible assignments (exact) of 5 pilot forces among 13")
+    assert "1/1,287" in note and "random" not in note
+    low = pilot_cfg.model_copy(
+        update={"analysis": pilot_cfg.analysis.model_copy(update={"exact_permutation_limit": 1000})}
+    )
+    note = _permutations_note(low)
+    assert note.startswith(
+        "999 of the 1,287 possible assignments of 5 pilot forces among 13, drawn at random"
+    )
+    assert "1/999" in note and "exact" not in note
+    d = simulate(0.8, n_forces=13, n_pilot=5, seed=6)
+    a = low.analysis
+    sampled = permutation_test(
+        *_args(d), max_perm=a.permutations, exact_limit=a.exact_permutation_limit, ci=False
+    )
+    assert not sampled.exhaustive and sampled.n_used == 999

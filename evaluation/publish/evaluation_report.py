@@ -54,14 +54,23 @@ NAV = [
 
 
 def _permutations_note(cfg: StudyConfig) -> str:
+    """Which assignments of the pilot label the permutation tests use, as
+    `evaluation.inference` decides: every one (an exact test) when there are at most
+    analysis.exact_permutation_limit (or analysis.permutations), else a seeded random sample
+    of analysis.permutations, the observed assignment among them."""
     n, k = len(cfg.forces), len(cfg.pilot_codes)
-    total = math.comb(n, k)
-    if total <= cfg.analysis.permutations:
-        return f"all {total:,} ways of choosing {k} pilot forces among {n}"
+    total, draws = math.comb(n, k), cfg.analysis.permutations
+    limit = cfg.analysis.exact_permutation_limit
+    if total <= max(limit, draws):
+        return (
+            f"all {total:,} possible assignments (exact) of {k} pilot forces among {n}, so the "
+            f"smallest possible p-value is 1/{total:,}"
+        )
     return (
-        f"a random sample (seeded, so repeatable) of {cfg.analysis.permutations:,} of the "
-        f"{total:,} ways of choosing {k} pilot forces among {n}; the smallest possible p-value "
-        f"is therefore 1/{cfg.analysis.permutations + 1:,}"
+        f"{draws:,} of the {total:,} possible assignments of {k} pilot forces among {n}, drawn "
+        f"at random (the observed one and {draws - 1:,} others; seeded, so repeatable; all "
+        f"are used only when there are at most {limit:,}), so the smallest possible p-value "
+        f"is 1/{draws:,}"
     )
 
 
