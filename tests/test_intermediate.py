@@ -292,8 +292,17 @@ def test_synthetic_odds_ratios_recover_truth(synthetic_gee):
                 assert "positive definite" in r["sensitivity_reason"], outcome
             else:
                 assert r["sensitivity_ci_low"] < r["sensitivity_odds_ratio"], outcome
+    # The case (the demo study, seed 1): protective_gain's exchangeable correlation
+    # (-0.00086 here) is below -1/(n - 1) for the largest force; the primary model gives the
+    # independence odds ratio, 1.41, where the invalid exchangeable fit gave 1.32.
+    demo = tables[1].loc["protective_gain"]
+    assert 1.40 < demo["odds_ratio"] < 1.42 and demo["sensitivity_correlation"] < 0
+    assert pd.isna(demo["sensitivity_odds_ratio"]) and "-1/(n - 1)" in demo["sensitivity_reason"]
     kinds = {(e.outcome, e.measure, e.inference) for e in estimates if e.method == "gee"}
     assert len(kinds) == 18 and all(e.weighting == "iptw_att" for e in estimates)
+    (row,) = [e for e in estimates if e.inference == "cluster_robust_exchangeable"
+              and e.outcome == "protective_gain"]  # fmt: skip
+    assert row.status == "not_estimable" and row.estimate is None and "-1/(n - 1)" in row.reason
     assert {e.inference for e in estimates} == {"cluster_robust", "cluster_robust_exchangeable"}
 
 
