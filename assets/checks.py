@@ -55,7 +55,10 @@ def _result(
     "named.",
 )
 def covariates_balanced(study: StudyResource, table_one: pl.DataFrame) -> dg.AssetCheckResult:
-    verdict = balance_verdict(table_one.to_pandas(), 0.1)
+    t1 = table_one.to_pandas()
+    verdict = balance_verdict(t1, 0.1)
+    if study.cfg.analysis.weighting != "none" and t1["smd_weighted"].isna().all():
+        verdict["not_estimable"] = "the arms could not be weighted (see weighted_cohort)"
     summary = {"verdict": verdict, "weighting": study.cfg.analysis.weighting}
     return _result(checks.balance(summary), WARN)
 
@@ -107,9 +110,16 @@ def cox_matches_lifelines(
 def km_matches_lifelines(
     study: StudyResource, survival_curves: pl.DataFrame, weighted_cohort: pl.DataFrame
 ) -> dg.AssetCheckResult:
+    from evaluation.survival_models import frame_problem
+
     cfg = study.cfg
+    df = weighted_cohort.to_pandas()
+    reason = frame_problem(df, cfg)
+    if reason is not None:  # no curves were estimated: not a failure of this check
+        text = f"No Kaplan-Meier curves are estimable ({reason}): nothing to compare."
+        return _result(checks.CheckOutcome(True, text), ERROR)
     outcome = checks.km_against_lifelines(
-        weighted_cohort.to_pandas(),
+        df,
         survival_curves.to_pandas(),
         cfg.analysis.primary_outcome,
         weighted=cfg.analysis.weighting != "none",
@@ -143,7 +153,16 @@ def gee_matches_statsmodels(
     if "odds_ratio" in fitted:
         fitted = fitted[fitted.odds_ratio.notna()]
     if fitted.empty:
-        return _result(checks.CheckOutcome(False, "No intermediate-outcome GEE was fitted."), ERROR)
+        # passed when every model has its reason (results.json: not estimable); else an error
+        reasons = intermediate_estimates.get("reason", pd.Series(dtype=object)).dropna()
+        explained = len(intermediate_estimates) > 0 and len(reasons) == len(intermediate_estimates)
+        text = (
+            "No intermediate-outcome GEE could be estimated (each one's reason is in "
+            "results.json): nothing to compare."
+            if explained
+            else "No intermediate-outcome GEE was fitted."
+        )
+        return _result(checks.CheckOutcome(explained, text), ERROR)
     row = fitted.iloc[0].to_dict()
     # The same inputs the asset fitted on, rebuilt by the same code (gee_data, gee_design).
     tables = {t: load_in_use(study, delivery_status, t) for t in ("circumstances", "assessments")}

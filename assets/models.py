@@ -25,12 +25,18 @@ from pipelines.resources import StudyResource
     description="Complete-case analysis frame with propensity weights (statsmodels logistic on "
     "analysis.covariates; analysis.weighting; truncated at analysis.weight_truncation).",
 )
-def weighted_cohort(study: StudyResource, cohort: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+def weighted_cohort(
+    context: dg.AssetExecutionContext, study: StudyResource, cohort: pl.DataFrame
+) -> dg.Output[pl.DataFrame]:
     df, diagnostics = sm.analysis_frame(cohort, study.cfg)
+    reason = diagnostics.get("not_estimable")
+    if reason:
+        context.log.warning(f"no weighted comparison of the arms is estimable: {reason}")
     return dg.Output(
         pl.from_pandas(df),
         metadata={
             "rows": len(df),
+            "not_estimable": dg.MetadataValue.md(reason or "None: the arms can be compared."),
             "dropped_missing_covariates": diagnostics["rows_dropped_missing_covariates"],
             "weighting": study.cfg.analysis.weighting,
             "propensity_model_converged": bool(diagnostics.get("converged", False)),
@@ -49,16 +55,21 @@ def weighted_cohort(study: StudyResource, cohort: pl.DataFrame) -> dg.Output[pl.
 def table_one(study: StudyResource, weighted_cohort: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     table, summary = sm.table_one(weighted_cohort.to_pandas(), study.cfg)
     verdict = summary["verdict"]
-    methods = pd.DataFrame([{"weighting": m, **v} for m, v in summary["methods"].items()]).assign(
-        failing=lambda d: d["failing"].map(", ".join)
-    )
+    methods = pd.DataFrame(
+        [{"weighting": m, **v} for m, v in summary["methods"].items()],
+        columns=["weighting", "balanced", "max_abs_smd", "failing", "ess_pilot",
+                 "ess_comparison", "max_weight", "n_truncated"],
+    ).assign(failing=lambda d: d["failing"].map(", ".join))  # fmt: skip
+    max_smd = float(verdict["max_abs_smd"])
     return dg.Output(
         pl.from_pandas(table),
         metadata={
             "balanced": bool(verdict["balanced"]),
-            "max_abs_smd_after_weighting": float(verdict["max_abs_smd"]),
+            **({"max_abs_smd_after_weighting": max_smd} if math.isfinite(max_smd) else {}),
             "not_balanced": dg.MetadataValue.md(
-                ", ".join(verdict["failing"]) or "None: every |SMD| < 0.1."
+                f"Not estimable: {verdict['not_estimable']}."
+                if verdict.get("not_estimable")
+                else ", ".join(verdict["failing"]) or "None: every |SMD| < 0.1."
             ),
             "n_by_arm": dg.MetadataValue.json(summary["n"]),
             "table_one": metadata_table(

@@ -237,7 +237,10 @@ def difference_in_differences(
     cfg = study.cfg
     tables, rows = did_estimates(force_month_panel, cfg)
     design, agg = tables["did_design"], tables["did_aggregates"]
-    simple = agg[agg["aggregation"] == "simple"]
+    simple = agg[agg["aggregation"] == "simple"] if len(agg) else agg
+    not_estimable = sorted({r.reason for r in rows if r.status == "not_estimable"})
+    for reason in not_estimable:
+        context.log.warning(f"not estimable: {reason}")
     pretrend = tables["did_pretrend"]
     flags = pretrend_flags(pretrend, cfg.analysis.cluster_inference)
     for line in flags["headline"]:
@@ -256,9 +259,10 @@ def difference_in_differences(
             "months_analysed": dg.MetadataValue.md(
                 f"{cell(design['first_month'].iloc[0])} to {cell(design['last_month'].iloc[0])}"
                 " (ascertained in every force)"
-                if len(design)
+                if "first_month" in design and len(design)
                 else "None."
             ),
+            "not_estimable": bullets(not_estimable),
             "headline_inference": cfg.analysis.cluster_inference,
             "permutations": permutations,
             "permutations_exhaustive": exhaustive,

@@ -124,6 +124,24 @@ def observed_rates(d: pd.DataFrame, outcome: str) -> pd.DataFrame:
     return g.rename(columns={"band": "protective_band"})
 
 
+def _reason(outcome: str, n: int, events: int, *fits: object) -> str | None:
+    """Why an ARMS estimate of `outcome` from these fits is not estimable; None if it is."""
+    if n == 0:
+        return "no one in the cohort has a baseline risk assessment"
+    if events == 0:
+        return f"no {outcome.replace('_', ' ')} events among the people with a baseline assessment"
+    if not all(f.converged for f in fits):
+        return "a Cox model of the risk and protective factors did not converge"
+    return None
+
+
+def _estimate(key: tuple[str, str, str, str], values: tuple, reason: str | None, **kw) -> Estimate:
+    """A results.json row; not estimable, with the reason, where there is one."""
+    if reason is not None:
+        return Estimate.not_estimable(*key, reason, **kw)
+    return Estimate(*key, *values, **kw)
+
+
 def arms_prediction(
     cohort: pl.DataFrame | pd.DataFrame,
     cfg: StudyConfig,
@@ -144,7 +162,9 @@ def arms_prediction(
     "arms_rates" (observed rates by risk level and protective band). Estimates: `c_index`
     (measure c_index, term = model; and measure c_index_difference, term "A vs B") with
     percentile bootstrap CIs, and `lr_test` (measure lr_chi2, term "+protective_factors |
-    <smaller model>", p from chi-square).
+    <smaller model>", p from chi-square). A row is not estimable, with the reason, where no
+    one has a baseline assessment, nobody had the outcome, or a model it rests on did not
+    converge.
     """
     d = cohort.to_pandas() if isinstance(cohort, pl.DataFrame) else cohort.copy()
     d = d.dropna(subset=["risk_level", "risk_factors", "protective_factors"]).reset_index(drop=True)
@@ -190,8 +210,9 @@ def arms_prediction(
                  "n": n, "events": events, "bootstrap_reps": reps}
             )  # fmt: skip
             estimates.append(
-                Estimate(outcome, "c_index", name, "c_index", c, lo, hi, None, n, events,
-                         "none", "bootstrap")
+                _estimate((outcome, "c_index", name, "c_index"), (c, lo, hi, None),
+                          _reason(outcome, n, events, fits[outcome, name]), n=n,
+                          events=events, weighting="none", inference="bootstrap")
             )  # fmt: skip
         for big, small in COMPARISONS:
             label = f"{big} vs {small}"
@@ -206,9 +227,10 @@ def arms_prediction(
                 {"outcome": outcome, "comparison": label, "difference": diff, "ci_low": lo,
                  "ci_high": hi, "p_value": p, "bootstrap_reps": reps}
             )  # fmt: skip
+            why = _reason(outcome, n, events, fits[outcome, big], fits[outcome, small])
             estimates.append(
-                Estimate(outcome, "c_index", label, "c_index_difference", diff, lo, hi, p, n,
-                         events, "none", "bootstrap")
+                _estimate((outcome, "c_index", label, "c_index_difference"), (diff, lo, hi, p),
+                          why, n=n, events=events, weighting="none", inference="bootstrap")
             )  # fmt: skip
             added = [c for c in MODELS[big] if c not in MODELS[small]]
             chi2 = 2 * (fits[outcome, big].loglik - fits[outcome, small].loglik)
@@ -219,8 +241,8 @@ def arms_prediction(
                  "p_value": p_lr, "n": n, "events": events}
             )  # fmt: skip
             estimates.append(
-                Estimate(outcome, "lr_test", term, "lr_chi2", chi2, None, None, p_lr, n,
-                         events, "none", "likelihood_ratio")
+                _estimate((outcome, "lr_test", term, "lr_chi2"), (chi2, None, None, p_lr), why,
+                          n=n, events=events, weighting="none", inference="likelihood_ratio")
             )  # fmt: skip
         rate_rows.append(observed_rates(d, outcome))
     tables = {

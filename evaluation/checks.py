@@ -103,6 +103,10 @@ def balance(summary: Mapping[str, Any]) -> CheckOutcome:
         ``max_abs_smd``, ``failing``; and ``weighting``).
     """
     verdict = summary["verdict"]
+    if verdict.get("not_estimable"):  # not a failure: the report says what could not be done
+        return CheckOutcome(
+            True, f"Balance after weighting is not estimable: {verdict['not_estimable']}."
+        )
     failing = list(verdict.get("failing") or [])
     max_smd = float(verdict["max_abs_smd"])
     passed = bool(verdict["balanced"]) and not failing
@@ -124,13 +128,25 @@ def cox_convergence(cox: pd.DataFrame) -> CheckOutcome:
     cox : the frame of `survival_models.cox_models` (``outcome``, ``model``, ``converged``).
     """
     fits = cox.drop_duplicates(["outcome", "model"])
-    failed = [f"{r.outcome} ({r.model})" for r in fits.itertuples() if not bool(r.converged)]
+    # An outcome whose primary model is not usable is reported as not estimable, with the
+    # reason: its models are not failures of this check.
+    usable = fits["usable"].astype(bool) if "usable" in fits else pd.Series(True, fits.index)
+    failed = [
+        f"{r.outcome} ({r.model})" for r, ok in zip(fits.itertuples(), usable, strict=True)
+        if ok and not bool(r.converged)
+    ]  # fmt: skip
+    skipped = sorted(set(fits.loc[~usable.to_numpy(), "outcome"]))
     text = (
-        f"All {len(fits)} Cox models converged."
+        f"All {int(usable.sum())} Cox models converged"
+        + (" (of the outcomes with a hazard ratio)." if skipped else ".")
         if not failed
         else f"{len(failed)} of {len(fits)} Cox models did not converge: {', '.join(failed)}."
     )
-    return CheckOutcome(not failed, text, {"models": len(fits), "not_converged": failed})
+    if skipped and not failed:
+        text += f" Not estimable (reasons in results.json): {', '.join(skipped)}."
+    return CheckOutcome(
+        not failed, text, {"models": len(fits), "not_converged": failed, "not_estimable": skipped}
+    )
 
 
 def proportional_hazards(ph: pd.DataFrame, alpha: float = 0.05) -> CheckOutcome:
@@ -340,6 +356,9 @@ def cox_against_lifelines(
     from lifelines import CoxPHFitter
 
     ours = cox[(cox.outcome == outcome) & (cox.model == "primary")]
+    if len(ours) and "usable" in ours and not bool(ours.usable.iloc[0]):
+        reason = ours.reason.iloc[0]
+        return CheckOutcome(True, f"{outcome}: not estimable ({reason}): nothing to compare.")
     if ours.empty or not bool(ours.converged.iloc[0]):
         return CheckOutcome(False, f"No converged primary Cox model of {outcome} to compare.")
     terms = list(ours.term)

@@ -1053,6 +1053,9 @@ def did_estimates(
     """
     a = cfg.analysis
     d = analysis_panel(panel, cfg)
+    problem = did_problem(d, cfg)
+    if problem is not None:
+        return did_not_estimable(d, cfg, outcomes, problem)
     rate_cols = [f"{o}_rate" for o in outcomes]
     forces, times, Y, _, go_live = _panel_matrices(d, rate_cols)
     w = d.groupby("force", sort=True)["weight"].first().to_numpy(float)
@@ -1242,14 +1245,7 @@ def did_estimates(
         )
         tw["exhaustive"] = exhaustive
         twfe_rows.append({"outcome": outcome, **tw})
-        estimates.append(
-            Estimate(outcome, "did_twfe", "post", "rate_ratio", tw["rate_ratio"], tw["ci_low"],
-                     tw["ci_high"], tw["p_cluster"], n, events, "none", "cluster_robust")
-        )  # fmt: skip
-        estimates.append(
-            Estimate(outcome, "did_twfe", "post", "rate_ratio", tw["rate_ratio"], None, None,
-                     tw["p_permutation"], n, events, "none", "permutation")
-        )  # fmt: skip
+        estimates += _twfe_rows(outcome, tw, _twfe_reason(d, outcome, tw), n, events)
         # Sensitivity (analysis plan 10): the placebo go-live and relative-magnitude bounds.
         pl_events = int(d.loc[d["t"] <= placebo[k]["last_t"], f"{outcome}_events"].sum())
         placebo_rows.append({"outcome": outcome, **placebo[k], "events": pl_events})
@@ -1272,6 +1268,113 @@ def did_estimates(
         "did_bounds": pd.concat(bound_rows, ignore_index=True),
     }
     return tables, estimates
+
+
+def did_problem(d: pd.DataFrame, cfg: StudyConfig) -> str | None:
+    """Why the analysed panel (`analysis_panel`) supports no difference-in-differences, in
+    a sentence a stakeholder can read; None when it does. It needs months with data from
+    every force, pilot and comparison forces among them, and a pilot force with months both
+    before and after its go-live."""
+    if d.empty:
+        return (
+            "no calendar month has people under management and complete data in every "
+            "force, so the forces cannot be compared month by month"
+        )
+    for arm in ("pilot", "comparison"):
+        if not (d["arm"] == arm).any():
+            return f"no {arm} force has months in the analysis, so there is nothing to compare"
+    first, last = int(d["t"].min()), int(d["t"].max())
+    go_live = d[d["pilot"] == 1].groupby("force")["go_live_t"].first()
+    dates = sorted({f.go_live for f in cfg.forces if f.arm == "pilot"})
+    when = (
+        f"every pilot force went live on {dates[0]:%-d %B %Y}"
+        if len(dates) == 1
+        else "every pilot force went live"
+    )
+    if not (go_live > first).any():
+        return (
+            f"{when}, and the months with data from every force start in "
+            f"{month_start(first):%B %Y}: no month before go-live to compare with, so there "
+            "is no comparison over time"
+        )
+    if not (go_live <= last).any():
+        return (
+            f"{when} after the last month with data from every force "
+            f"({month_start(last):%B %Y}): no month after go-live to compare"
+        )
+    return None
+
+
+def did_not_estimable(
+    d: pd.DataFrame, cfg: StudyConfig, outcomes: tuple[str, ...], reason: str
+) -> tuple[dict[str, pd.DataFrame], list[Estimate]]:
+    """What `did_estimates` returns when `did_problem` finds the panel cannot support it:
+    the design table (the forces analysed, if any), the other tables empty, and every
+    did_cs and did_twfe row of every outcome not estimable, with the reason."""
+    headline = (
+        "permutation" if cfg.analysis.cluster_inference == "permutation" else
+        "wild_cluster_bootstrap"
+    )  # fmt: skip
+    other = "wild_cluster_bootstrap" if headline == "permutation" else "permutation"
+    n = int(d["force"].nunique()) if len(d) else 0
+    rows: list[Estimate] = []
+    for outcome in outcomes:
+        kw = {"n": n, "events": int(d[f"{outcome}_events"].sum()) if len(d) else 0}
+        cs = [("simple", headline), ("simple", other)]
+        cs += [(kind, headline) for kind in AGGREGATES[1:]]
+        rows += [
+            Estimate.not_estimable(outcome, "did_cs", term, "att", reason, **kw,
+                                   weighting="person_months", inference=inference)
+            for term, inference in cs
+        ]  # fmt: skip
+        rows += [
+            Estimate.not_estimable(outcome, "did_twfe", "post", "rate_ratio", reason, **kw,
+                                   weighting="none", inference=inference)
+            for inference in ("cluster_robust", "permutation")
+        ]  # fmt: skip
+    design = (
+        d.groupby("force", sort=True)
+        .agg(arm=("arm", "first"), pilot=("pilot", "first"),
+             go_live_month=("go_live_month", "first"), weight=("weight", "first"))
+        .reset_index()
+    )  # fmt: skip
+    names = ("did_att_gt", "did_event_study", "did_aggregates", "did_pretrend", "did_twfe",
+             "did_permutation", "did_placebo", "did_bounds")  # fmt: skip
+    tables = {"did_design": design, **{name: pd.DataFrame() for name in names}}
+    return tables, rows
+
+
+def _twfe_reason(d: pd.DataFrame, outcome: str, tw: dict) -> str | None:
+    """Why the Poisson TWFE rate ratio of `outcome` is not estimable; None when it is."""
+    label = outcome.replace("_", " ")
+    treated = d[(d["pilot"] == 1) & (d["t"] >= d["go_live_t"])]
+    if treated[f"{outcome}_events"].sum() == 0:
+        return (
+            f"no {label} events in the pilot forces' months after go-live, so the rate "
+            "ratio would be 0 with no interval"
+        )
+    if d[f"{outcome}_events"].sum() == treated[f"{outcome}_events"].sum():
+        return f"every {label} event is in the pilot forces' months after go-live"
+    if not (math.isfinite(tw["rate_ratio"]) and tw["rate_ratio"] > 0):
+        return "the Poisson model with force and month effects could not be fitted"
+    return None
+
+
+def _twfe_rows(outcome: str, tw: dict, reason: str | None, n: int, events: int) -> list[Estimate]:
+    """The did_twfe rows of one outcome: cluster-robust (with interval) and permutation."""
+    kw = {"n": n, "events": events, "weighting": "none"}
+    if reason is not None:
+        return [
+            Estimate.not_estimable(outcome, "did_twfe", "post", "rate_ratio", reason, **kw,
+                                   inference=inference)
+            for inference in ("cluster_robust", "permutation")
+        ]  # fmt: skip
+    return [
+        Estimate(outcome, "did_twfe", "post", "rate_ratio", tw["rate_ratio"], tw["ci_low"],
+                 tw["ci_high"], tw["p_cluster"], **kw, inference="cluster_robust"),
+        Estimate(outcome, "did_twfe", "post", "rate_ratio", tw["rate_ratio"], None, None,
+                 tw["p_permutation"], **kw, inference="permutation"),
+    ]  # fmt: skip
 
 
 def _months_as_dates(placebo: pd.DataFrame) -> pd.DataFrame:

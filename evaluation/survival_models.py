@@ -131,7 +131,12 @@ from evaluation.survival import (
     rmst_influence,
     time_interaction_test,
 )
-from evaluation.weighting import balance_table, balance_verdict, propensity_weights
+from evaluation.weighting import (
+    balance_table,
+    balance_verdict,
+    propensity_weights,
+    separating_covariates,
+)
 
 ARMS = ("pilot", "comparison")
 WEIGHTING_METHODS = ("none", "iptw_att", "iptw_ate", "overlap")
@@ -153,6 +158,7 @@ __all__ = [
     "cox_models",
     "e_value_rows",
     "few_cluster_inference",
+    "frame_problem",
     "headline_inference",
     "logrank_estimates",
     "outcome_covariates",
@@ -197,13 +203,16 @@ def analysis_frame(cohort: pl.DataFrame, cfg: StudyConfig) -> tuple[pd.DataFrame
     """
     covs = list(cfg.analysis.covariates)
     df = model_frame(cohort, covs).to_pandas()
-    arms = {arm: sorted(df.loc[df["arm"] == arm, "force"].unique()) for arm in ARMS}
-    if not arms["pilot"] or not arms["comparison"]:
-        raise ValueError(
-            "the analysis needs people with complete covariates in both arms; pilot forces: "
-            f"{arms['pilot'] or 'none'}, comparison forces: {arms['comparison'] or 'none'} "
-            f"({cohort.height} people in the cohort, {len(df)} with complete covariates)"
-        )
+    reason = frame_problem(df, cfg)
+    if reason is not None:  # one arm or nobody: no propensity model, no comparison
+        df["weight"] = df["propensity"] = np.nan
+        missing = [c for c in covs if cohort.height and cohort[c].null_count() == cohort.height]
+        return df, {
+            "not_estimable": reason,
+            "covariates_missing_for_everyone": missing,
+            "rows_in_cohort": cohort.height,
+            "rows_dropped_missing_covariates": cohort.height - len(df),
+        }
     weights, propensity, diagnostics = propensity_weights(
         df,
         "pilot",
@@ -213,9 +222,40 @@ def analysis_frame(cohort: pl.DataFrame, cfg: StudyConfig) -> tuple[pd.DataFrame
     )
     df["weight"] = np.asarray(weights, dtype=float)
     df["propensity"] = np.asarray(propensity, dtype=float)
+    if diagnostics["separated"] and _weighted(cfg):
+        # No weight makes arms that do not overlap comparable: the weights are missing, and
+        # every analysis that needs them is not estimable (frame_problem says why).
+        df["weight"] = np.nan
+        diagnostics["not_estimable"] = frame_problem(df, cfg)
     diagnostics["rows_in_cohort"] = cohort.height
     diagnostics["rows_dropped_missing_covariates"] = cohort.height - len(df)
     return df, diagnostics
+
+
+def frame_problem(df: pd.DataFrame, cfg: StudyConfig) -> str | None:
+    """Why the analysis frame supports no comparison of the arms, in a sentence a
+    stakeholder can read; None when it does. Nobody with complete covariates, nobody in one
+    arm, or (weighted analyses) arms the propensity model separates completely, for which
+    ``analysis_frame`` leaves the weights missing. Every survival analysis of such a frame
+    is not estimable, with this reason."""
+    need = (
+        "every baseline covariate the models adjust for (risk level, risk factors and "
+        "protective factors come from a risk assessment in the two years before the index date)"
+    )
+    if df.empty:
+        return f"no one in the cohort has {need}"
+    for arm in ARMS:
+        if not (df["arm"] == arm).any():
+            return f"no {arm} force has anyone in the cohort with {need}"
+    if _weighted(cfg) and "weight" in df and df["weight"].isna().all():
+        covs = separating_covariates(df, "pilot", list(cfg.analysis.covariates))
+        by = f" ({', '.join(covs)} alone tells the arms apart)" if covs else ""
+        return (
+            "the people of the pilot and comparison forces do not overlap: the propensity "
+            f"model separates the two arms completely{by}, so no weighting can make them "
+            "comparable"
+        )
+    return None
 
 
 def table_one(df: pd.DataFrame, cfg: StudyConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -234,6 +274,9 @@ def table_one(df: pd.DataFrame, cfg: StudyConfig) -> tuple[pd.DataFrame, dict[st
     """
     a = cfg.analysis
     covs = list(a.covariates)
+    reason = frame_problem(df, cfg)
+    if reason is not None:
+        return _table_one_unweighted(df, cfg, reason)
     base = balance_table(df, "pilot", covs)
     table = pd.DataFrame(
         {
@@ -289,6 +332,47 @@ def table_one(df: pd.DataFrame, cfg: StudyConfig) -> tuple[pd.DataFrame, dict[st
     return table, summary
 
 
+def _table_one_unweighted(
+    df: pd.DataFrame, cfg: StudyConfig, reason: str
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Table 1 of a frame that supports no weighted comparison (``frame_problem``): the
+    arms as they are where both have people, every weighted column missing, and the verdict
+    not estimable with the reason (never "balanced")."""
+    covs = list(cfg.analysis.covariates)
+    table = pd.DataFrame({"covariate": covs})
+    both = all((df["arm"] == arm).any() for arm in ARMS)
+    base = balance_table(df, "pilot", covs) if both else None
+    for ours, theirs in (
+        ("mean_pilot", "mean_treated"),
+        ("sd_pilot", "sd_treated"),
+        ("mean_comparison", "mean_control"),
+        ("sd_comparison", "sd_control"),
+        ("smd_unweighted", "smd_unweighted"),
+    ):
+        table[ours] = base[theirs].to_numpy() if base is not None else np.nan
+    for col in ("smd_iptw_att", "smd_iptw_ate", "smd_overlap"):
+        table[col] = np.nan
+    table["wmean_pilot"] = table["wmean_comparison"] = table["smd_weighted"] = np.nan
+    verdict = {
+        "balanced": False,
+        "threshold": BALANCE_THRESHOLD,
+        "column": "smd_weighted",
+        "max_abs_smd": float("nan"),
+        "failing": [],
+        "weighting": cfg.analysis.weighting,
+        "not_estimable": reason,
+    }
+    summary = {
+        "n": {arm: int((df["arm"] == arm).sum()) for arm in ARMS},
+        "weighting": cfg.analysis.weighting,
+        "truncation_percentiles": list(cfg.analysis.weight_truncation),
+        "verdict": verdict,
+        "methods": {},
+        "not_estimable": reason,
+    }
+    return table, summary
+
+
 # --------------------------------------------------------------------------------------------
 # Curves
 # --------------------------------------------------------------------------------------------
@@ -306,6 +390,8 @@ def survival_curves(df: pd.DataFrame, cfg: StudyConfig) -> pd.DataFrame:
     frames = []
     weighted = _weighted(cfg)
     cols = ["outcome", "arm", "estimator", "time", "at_risk", "value", "ci_low", "ci_high"]
+    if frame_problem(df, cfg) is not None:  # no curves: survival_estimates says why
+        return pd.DataFrame(columns=[*cols, "n_at_risk"])
     for outcome in OUTCOMES:
         t, s = f"{outcome}_time", f"{outcome}_status"
         for arm in ARMS:
@@ -421,6 +507,9 @@ def cox_models(df: pd.DataFrame, cfg: StudyConfig) -> tuple[pd.DataFrame, list[s
     named). ``warnings`` lists fitting problems, left-out covariates and sparse events.
     """
     covs = list(cfg.analysis.covariates)
+    reason = frame_problem(df, cfg)
+    if reason is not None:
+        return _cox_not_estimable(df, cfg, reason), [f"no Cox model fitted: {reason}"]
     cluster = df["force"].to_numpy()
     w_cfg = df["weight"].to_numpy() if _weighted(cfg) else None
     frames, warnings = [], []
@@ -478,6 +567,27 @@ def cox_models(df: pd.DataFrame, cfg: StudyConfig) -> tuple[pd.DataFrame, list[s
             s["reason"] = reason
             frames.append(s)
     return pd.concat(frames, ignore_index=True), warnings
+
+
+def _cox_not_estimable(df: pd.DataFrame, cfg: StudyConfig, reason: str) -> pd.DataFrame:
+    """The frame of ``cox_models`` when no model can be fitted (``frame_problem``): the pilot
+    row of every outcome and model, without numbers, not usable, with the reason."""
+    rows = []
+    for outcome in OUTCOMES:
+        ev_p, ev_c = _events_by_arm(df, outcome)
+        for model, weighting, variance in (
+            ("primary", cfg.analysis.weighting, "cluster_robust"),
+            ("adjusted_unweighted", "none", "cluster_robust"),
+            ("naive_unadjusted", "none", "model_based"),
+        ):
+            rows.append(
+                {"outcome": outcome, "model": model, "weighting": weighting,
+                 "variance": variance, "term": "pilot", "n": len(df), "events": ev_p + ev_c,
+                 "events_pilot": ev_p, "events_comparison": ev_c, "converged": False,
+                 "warnings": "", "covariates_left_out": "", "usable": False, "reason": reason}
+            )  # fmt: skip
+    numbers = ["coef", "hr", "se", "robust_se", "z", "p", "ci_low", "ci_high"]
+    return pd.DataFrame(rows).assign(**dict.fromkeys(numbers, np.nan))
 
 
 def _model_covariates(cox: pd.DataFrame | None, outcome: str, cfg: StudyConfig) -> list[str]:
@@ -739,6 +849,7 @@ def rmst_estimates(df: pd.DataFrame, cfg: StudyConfig) -> pd.DataFrame:
     is beyond an arm's last follow-up time (the KM curve is not identified there).
     """
     tau = float(cfg.analysis.horizon_days)
+    problem = frame_problem(df, cfg)
     w = df["weight"].to_numpy() if _weighted(cfg) else np.ones(len(df))
     g = df["pilot"].to_numpy()
     labels, codes = np.unique(df["force"].to_numpy(), return_inverse=True)
@@ -749,9 +860,11 @@ def rmst_estimates(df: pd.DataFrame, cfg: StudyConfig) -> pd.DataFrame:
     for outcome in OUTCOMES:
         t, e = _outcome_arrays(df, outcome)
         base = {"outcome": outcome, "tau": tau, "n": len(df), "events": int(e.sum())}
-        last = min(t[g == 1].max(), t[g == 0].max())
-        if tau > last:
-            note = f"horizon {tau:g} days is beyond the last follow-up time {last:g} of an arm"
+        last = min(t[g == 1].max(), t[g == 0].max()) if problem is None else np.nan
+        if problem is not None or tau > last:
+            note = problem or (
+                f"horizon {tau:g} days is beyond the last follow-up time {last:g} of an arm"
+            )
             rows += [
                 {**base, "inference": i, "note": note} for i in ("cluster_robust", "independent")
             ]
@@ -887,12 +1000,14 @@ def power_estimates(df: pd.DataFrame, cfg: StudyConfig, cox: pd.DataFrame) -> pd
 
     Columns: outcome, events, share_pilot, min_detectable_hr, design_effect,
     min_detectable_hr_design_effect, events_needed_hr_0_8 (at the observed share),
-    events_needed_hr_0_8_design_effect, note. The design effect is the ratio of the
-    cluster-robust to the model-based variance of the pilot coefficient in the adjusted
-    unweighted model (at least 1; NaN when that model is unusable).
+    events_needed_hr_0_8_design_effect, note, and ``reason`` / ``reason_design_effect``
+    saying why a number is missing (null where it is there). The design effect is the ratio
+    of the cluster-robust to the model-based variance of the pilot coefficient in the
+    adjusted unweighted model (at least 1; NaN when that model is unusable).
     """
-    share = float(df["pilot"].mean())
-    need = events_needed(0.8, share, ALPHA, POWER)
+    share = float(df["pilot"].mean()) if len(df) else float("nan")
+    both_arms = 0 < share < 1
+    need = events_needed(0.8, share, ALPHA, POWER) if both_arms else np.nan
     rows = []
     for outcome in OUTCOMES:
         events = int((df[f"{outcome}_status"] == 1).sum())
@@ -901,12 +1016,30 @@ def power_estimates(df: pd.DataFrame, cfg: StudyConfig, cox: pd.DataFrame) -> pd
         if bool(adj.converged) and np.isfinite(adj.robust_se) and adj.se > 0:
             deff = max(1.0, float(adj.robust_se / adj.se) ** 2)
         known = math.isfinite(deff)
+        # why a number is missing, for the not-estimable rows of results.json
+        reason = (
+            frame_problem(df, cfg)
+            if not both_arms
+            else f"no {outcome.replace('_', ' ')} events in the cohort"
+            if events == 0
+            else None
+        )
+        reason_deff = reason or (
+            None
+            if known
+            else "the design effect needs the adjusted Cox model without weights, which "
+            f"could not be fitted ({adj.reason or 'it did not converge'})"
+        )
         rows.append(
             {
                 "outcome": outcome,
                 "events": events,
                 "share_pilot": share,
-                "min_detectable_hr": min_detectable_hr(events, share, ALPHA, POWER),
+                "reason": reason,
+                "reason_design_effect": reason_deff,
+                "min_detectable_hr": (
+                    min_detectable_hr(events, share, ALPHA, POWER) if both_arms else np.nan
+                ),
                 "design_effect": deff,
                 "min_detectable_hr_design_effect": (
                     min_detectable_hr(events / deff, share, ALPHA, POWER) if known else np.nan
@@ -989,62 +1122,61 @@ def survival_estimates(
     naive_unadjusted); the E-values of the headline hazard ratio (``e_value_rows``); rmst
     differences; power. ``inference``, ``rmst`` and ``power`` are
     optional: without ``inference`` only the cluster_robust and naive cox rows are written.
-    Unusable outcomes get null estimates, intervals and p-values.
+    A row without an estimate (an unusable outcome, a horizon beyond follow-up, a frame
+    ``frame_problem`` rejects) is not estimable, with the reason in plain words.
     """
     a = cfg.analysis
     head = headline_inference(cfg)
     order = [head, *[i for i in COX_INFERENCES if i != head]]
     hz = at_horizon(curves, df, cfg)
+    problem = frame_problem(df, cfg)
     rows: list[Estimate] = []
     for outcome in OUTCOMES:
         for r in hz[hz.outcome == outcome].itertuples():
+            why = problem or (
+                f"the {r.arm} arm's follow-up ends before the horizon of {a.horizon_days} days"
+            )
             rows.append(
-                Estimate(
-                    outcome,
-                    r.estimator,
-                    r.arm,
-                    r.measure,
-                    _num(r.value),
-                    _num(r.ci_low),
-                    _num(r.ci_high),
-                    None,
-                    int(r.n),
-                    int(r.events),
-                    a.weighting,
-                    None,
+                _estimate(
+                    (outcome, r.estimator, r.arm, r.measure),
+                    (_num(r.value), _num(r.ci_low), _num(r.ci_high), None),
+                    why,
+                    n=int(r.n),
+                    events=int(r.events),
+                    weighting=a.weighting,
                 )
             )
         prim = _pilot_row(cox, outcome)
         ok = bool(prim.usable)
         n, events = int(prim.n), int(prim.events)
         by_inf: dict[str, tuple] = {"cluster_robust": (prim.hr, prim.ci_low, prim.ci_high, prim.p)}
+        detail: dict[str, str] = {}  # why an inference has no estimate, where it has none
         if inference is not None:
             sel = inference[inference.outcome == outcome]
             for r in sel.itertuples():
                 if r.inference in COX_INFERENCES:
                     by_inf[r.inference] = (r.hr, r.ci_low, r.ci_high, r.p_value)
+                    detail[r.inference] = str(r.detail)
+        cox_kw = {"n": n, "events": events, "weighting": a.weighting}
         for inf in order:
             if inf not in by_inf:
                 continue
             vals = [_num(v) if ok else None for v in by_inf[inf]]
+            why = str(prim.reason) if not ok else f"the {inf} inference failed: {detail.get(inf)}"
             rows.append(
-                Estimate(
-                    outcome, "cox", "pilot", "hazard_ratio", *vals, n, events, a.weighting, inf
+                _estimate(
+                    (outcome, "cox", "pilot", "hazard_ratio"), vals, why, **cox_kw, inference=inf
                 )
             )
         naive = _pilot_row(cox, outcome, "naive_unadjusted")
         vals = [_num(v) if ok else None for v in (naive.hr, naive.ci_low, naive.ci_high, naive.p)]
         rows.append(
-            Estimate(
-                outcome,
-                "cox",
-                "pilot",
-                "hazard_ratio",
-                *vals,
-                n,
-                events,
-                "none",
-                "naive_unadjusted",
+            _estimate(
+                (outcome, "cox", "pilot", "hazard_ratio"),
+                vals,
+                str(prim.reason) if not ok else "the Cox model of pilot alone did not converge",
+                **{**cox_kw, "weighting": "none"},
+                inference="naive_unadjusted",
             )
         )
         head_vals = by_inf.get(head) if ok else None
@@ -1052,19 +1184,14 @@ def survival_estimates(
         if rmst is not None:
             for r in rmst[rmst.outcome == outcome].itertuples():
                 rows.append(
-                    Estimate(
-                        outcome,
-                        "rmst",
-                        "pilot",
-                        "rmst_difference",
-                        _num(r.estimate),
-                        _num(r.ci_low),
-                        _num(r.ci_high),
-                        _num(r.p_value),
-                        int(r.n),
-                        int(r.events),
-                        a.weighting,
-                        r.inference,
+                    _estimate(
+                        (outcome, "rmst", "pilot", "rmst_difference"),
+                        (_num(r.estimate), _num(r.ci_low), _num(r.ci_high), _num(r.p_value)),
+                        str(r.note),
+                        n=int(r.n),
+                        events=int(r.events),
+                        weighting=a.weighting,
+                        inference=r.inference,
                     )
                 )
         if logrank is not None:
@@ -1091,27 +1218,31 @@ def survival_estimates(
                     )
         if power is not None:
             r = power[power.outcome == outcome].iloc[0]
-            for value, inf in (
-                (r.min_detectable_hr, None),
-                (r.min_detectable_hr_design_effect, "design_effect"),
+            for value, inf, why in (
+                (r.min_detectable_hr, None, r.reason),
+                (r.min_detectable_hr_design_effect, "design_effect", r.reason_design_effect),
             ):
                 rows.append(
-                    Estimate(
-                        outcome,
-                        "power",
-                        "pilot",
-                        "min_detectable_hr",
-                        _num(value),
-                        None,
-                        None,
-                        None,
-                        len(df),
-                        int(r.events),
-                        a.weighting,
-                        inf,
+                    _estimate(
+                        (outcome, "power", "pilot", "min_detectable_hr"),
+                        (_num(value), None, None, None),
+                        str(why),
+                        n=len(df),
+                        events=int(r.events),
+                        weighting=a.weighting,
+                        inference=inf,
                     )
                 )
     return rows
+
+
+def _estimate(key: tuple[str, str, str, str], values: Any, reason: str, **kw: Any) -> Estimate:
+    """One results.json row: (outcome, method, term, measure) with (estimate, ci_low,
+    ci_high, p_value); not estimable, with ``reason``, when the estimate is missing."""
+    estimate, ci_low, ci_high, p_value = values
+    if estimate is None:
+        return Estimate.not_estimable(*key, reason, **kw)
+    return Estimate(*key, estimate, ci_low, ci_high, p_value, **kw)
 
 
 # --------------------------------------------------------------------------------------------

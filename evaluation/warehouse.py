@@ -34,7 +34,8 @@ TABLE_NOTES = {
     "primary outcome and headline inference.",
     "study_config": "The study config (YAML text) the run used, with its SHA-256.",
     "headline": "The headline: the primary Cox model's hazard ratio of pilot per outcome, "
-    "with the interval and p-value of the study's headline inference.",
+    "with the interval and p-value of the study's headline inference (status not_estimable "
+    "and the reason where the data could not support it).",
 }
 # The columns of a person's weight (weighted_cohort keeps the covariates too; the cohort
 # table has them).
@@ -53,6 +54,8 @@ SELECT e.outcome,
        e.inference,
        e.n,
        e.events,
+       e.status,
+       e.reason,
        e.run_id
 FROM estimates AS e
 JOIN provenance AS p USING (run_id)

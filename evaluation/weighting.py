@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 
-__all__ = ["balance_table", "balance_verdict", "propensity_weights"]
+__all__ = ["balance_table", "balance_verdict", "propensity_weights", "separating_covariates"]
 
 Method = Literal["none", "iptw_att", "iptw_ate", "overlap"]
 
@@ -62,7 +62,10 @@ def propensity_weights(
     weights; overlap weights are bounded in (0, 1) and are not truncated.
 
     Diagnostics: ``converged``, propensity range by arm, effective sample size by arm
-    (before and after), the truncation bounds and the number of weights truncated.
+    (before and after), the truncation bounds and the number of weights truncated;
+    ``separated`` when the propensities of the arms do not overlap at all (complete
+    separation: no weighting can make the arms comparable) and ``separating_covariates``,
+    the covariates whose ranges in the two arms do not overlap.
     """
     d = _to_pandas(df)
     z = _treatment(d, treatment_col)
@@ -88,14 +91,19 @@ def propensity_weights(
             diag["warnings"].append(f"propensity model failed: {exc}")
             ps = np.full(len(z), z.mean())
             converged = False
-    for wmsg in caught:
-        diag["warnings"].append(str(wmsg.message))
+    for wmsg in dict.fromkeys(str(m.message) for m in caught):  # each message once
+        diag["warnings"].append(wmsg)
     diag["converged"] = converged
     if np.any((ps <= 1e-8) | (ps >= 1 - 1e-8)):
         diag["warnings"].append("propensities at 0 or 1: arms do not overlap (separation)")
         converged = diag["converged"] = False
     ps = np.clip(ps, 1e-8, 1 - 1e-8)
     t, c = z == 1, z == 0
+    # Complete separation: every pilot person is more likely to be a pilot than every
+    # comparison person. No one then has a counterpart in the other arm, and no weight can
+    # make the arms comparable (the analyses that need the weights are not estimable).
+    diag["separating_covariates"] = separating_covariates(d, treatment_col, cols)
+    diag["separated"] = bool(ps[t].min() > ps[c].max() or diag["separating_covariates"])
     diag["n_treated"] = int(t.sum())
     diag["n_control"] = int(c.sum())
     diag["propensity_treated"] = (float(ps[t].min()), float(ps[t].max()))
@@ -125,6 +133,21 @@ def propensity_weights(
     diag["ess_control"] = _ess(w[c])
     diag["max_weight"] = float(w.max())
     return w, ps, diag
+
+
+def separating_covariates(
+    df: pd.DataFrame, treatment_col: str, covariates: list[str] | tuple[str, ...]
+) -> list[str]:
+    """The covariates whose values in the two arms do not overlap (every treated value above,
+    or below, every control value): each on its own separates the arms completely."""
+    d = _to_pandas(df)
+    z = d[treatment_col].to_numpy(dtype=float) == 1
+    out = []
+    for col in covariates:
+        x = d[col].to_numpy(dtype=float)
+        if z.any() and (~z).any() and (x[z].min() > x[~z].max() or x[z].max() < x[~z].min()):
+            out.append(col)
+    return out
 
 
 def _is_binary(x: np.ndarray) -> bool:

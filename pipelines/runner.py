@@ -359,8 +359,9 @@ def _headline(results: Path, primary: str) -> str | None:
         return None
     for row in rows:
         if row["outcome"] == primary and row["method"] == "cox" and row["term"] == "pilot":
-            if row["estimate"] is None:
-                return f"{primary}: no usable hazard ratio (see the report)"
+            if row["estimate"] is None:  # not estimable: its reason (restricted output)
+                why = row.get("reason") or "see the report"
+                return f"{primary}: hazard ratio not estimable ({why})"
             bounds = (row["ci_low"], row["ci_high"])
             ci = "n/a" if None in bounds else f"{bounds[0]:.2f} to {bounds[1]:.2f}"
             p = f"{row['p_value']:.3f}" if row["p_value"] is not None else "n/a"

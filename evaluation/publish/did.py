@@ -29,6 +29,7 @@ from evaluation.publish.common import (
     fmt_p,
     fmt_ratio,
 )
+from evaluation.publish.estimates import Results, reason_of
 
 
 def pilot_events_by_event_time(panel: pd.DataFrame, design: pd.DataFrame) -> pd.DataFrame:
@@ -150,16 +151,20 @@ def _es_chart(es: pd.DataFrame, outcome: str) -> Chart:
     )
 
 
-def aggregate_table(did: dict[str, pd.DataFrame], cfg: StudyConfig) -> Table:
+def aggregate_table(did: dict[str, pd.DataFrame], cfg: StudyConfig, res: Results) -> Table:
     agg = did["did_aggregates"]
-    twfe = did["did_twfe"].set_index("outcome")
-    rows = []
+    twfe = did["did_twfe"].set_index("outcome") if len(did["did_twfe"]) else pd.DataFrame()
+    rows, missing = [], []
     for o in OUTCOMES:
-        a = agg[(agg.outcome == o) & (agg.aggregation == "simple")]
+        a = agg[(agg.outcome == o) & (agg.aggregation == "simple")] if len(agg) else agg
         if a.empty:
             continue
         a = a.iloc[0]
         t = twfe.loc[o] if o in twfe.index else None
+        why = reason_of(res.get(o, "did_twfe", "rate_ratio", "post", "cluster_robust"), cfg)
+        if why:  # the sentence where the rate ratio would have been
+            t = None
+            missing.append(f"{OUTCOME_SHORT[o]}: the rate ratio could not be estimated ({why}).")
         rows.append(
             {
                 "Outcome": OUTCOME_SHORT[o],
@@ -186,25 +191,34 @@ def aggregate_table(did: dict[str, pd.DataFrame], cfg: StudyConfig) -> Table:
         counts=("Events analysed",),
         note="The two-way fixed-effects estimate can be biased when forces go live at "
         "different dates and the effect differs between them: it is shown beside the "
-        "Callaway–Sant'Anna estimate, never instead of it.",
+        "Callaway–Sant'Anna estimate, never instead of it." + "".join(f" {m}" for m in missing),
     )
 
 
-def did_part(did: dict[str, pd.DataFrame], panel: pd.DataFrame, cfg: StudyConfig) -> dict[str, Any]:
-    es = event_study(did, panel, cfg)
-    pre = did["did_pretrend"]
+def did_part(
+    did: dict[str, pd.DataFrame], panel: pd.DataFrame, cfg: StudyConfig, res: Results
+) -> dict[str, Any]:
+    """The DiD section's parts; where the whole analysis is not estimable (results.json),
+    no charts and `not_estimable`, the reason, for the sentence in their place."""
     headline = cfg.analysis.cluster_inference
     design = did.get("did_design", pd.DataFrame())
+    why = reason_of(res.get(cfg.analysis.primary_outcome, "did_cs", "att", "simple",
+                            "permutation" if headline == "permutation"
+                            else "wild_cluster_bootstrap"), cfg)  # fmt: skip
+    estimable = not why and len(did["did_event_study"]) > 0
     months = (
         f"{pd.Timestamp(design['first_month'].iloc[0]):%B %Y} to "
         f"{pd.Timestamp(design['last_month'].iloc[0]):%B %Y}"
-        if len(design)
+        if "first_month" in design and len(design)
         else ""
     )
+    es = event_study(did, panel, cfg) if estimable else None
+    pre = did["did_pretrend"]
     return {
-        "charts": [_es_chart(es, o) for o in OUTCOMES],
-        "pretrend": {o: pretrend_sentence(pre, o, headline) for o in OUTCOMES},
-        "aggregates": aggregate_table(did, cfg),
+        "charts": [_es_chart(es, o) for o in OUTCOMES] if estimable else [],
+        "pretrend": {o: pretrend_sentence(pre, o, headline) for o in OUTCOMES} if estimable else {},
+        "aggregates": aggregate_table(did, cfg, res),
         "months": months,
         "forces": len(design),
+        "not_estimable": why,
     }

@@ -1,15 +1,39 @@
 """Reading results.json for the reports: one estimate row by its keys, the headline (the
 primary outcome's hazard ratio under the inference `analysis.cluster_inference` names), the
-Holm adjustment of the secondary outcomes, and power.
+Holm adjustment of the secondary outcomes, power, and what could not be estimated and why
+(analysis plan 1.1, "When an analysis cannot be estimated").
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from evaluation.config import OUTCOMES, StudyConfig
+from evaluation.disclosure import safe_count
 from evaluation.survival_models import headline_inference
+
+# What each method estimates, as a reader would name it (the "What could not be estimated"
+# sentences).
+ANALYSES = {
+    "km": "survival at the horizon (Kaplan–Meier)",
+    "aalen_johansen": "the share with the outcome at the horizon (cumulative incidence)",
+    "logrank": "the log-rank test",
+    "cox": "the hazard ratio",
+    "rmst": "the difference in days without the outcome (restricted mean survival time)",
+    "did_cs": "the difference in differences (Callaway–Sant'Anna)",
+    "did_twfe": "the two-way fixed-effects rate ratio",
+    "gee": "the intermediate-outcome comparison",
+    "c_index": "the ARMS prediction check (C-index)",
+    "lr_test": "the ARMS likelihood-ratio test",
+    "power": "the smallest detectable hazard ratio",
+    "e_value": "the E-value",
+    "honest_did": "the bounds on the difference in differences if trends were not parallel",
+    "placebo": "the placebo go-live",
+    "interim": "the interim monitoring boundary",
+}
+_COUNT = re.compile(r"\b(\d[\d,]*)(\s+(?:events?|people|persons?)\b)")
 
 
 @dataclass
@@ -99,3 +123,57 @@ def min_detectable(res: Results, outcome: str) -> dict[str, Any] | None:
     return res.get(outcome, "power", "min_detectable_hr", "pilot", "design_effect") or res.get(
         outcome, "power", "min_detectable_hr", "pilot", None
     )
+
+
+def publishable_reason(reason: str, cfg: StudyConfig) -> str:
+    """A not-estimable reason as published: every count of events or people in it passes
+    disclosure control (`<min_cell`, else rounded), like any other published count."""
+    return _COUNT.sub(
+        lambda m: safe_count(int(m.group(1).replace(",", "")), cfg.disclosure) + m.group(2),
+        reason,
+    )
+
+
+def reason_of(row: dict[str, Any] | None, cfg: StudyConfig) -> str | None:
+    """The publishable reason a results.json row is not estimable; None for an estimate."""
+    if not row or row.get("status") != "not_estimable":
+        return None
+    return publishable_reason(row["reason"], cfg)
+
+
+def _outcome_name(outcome: str) -> str:
+    from evaluation.publish.common import OUTCOME_SHORT
+    from evaluation.publish.intermediate import INTERMEDIATE_LABELS
+
+    return (OUTCOME_SHORT.get(outcome) or INTERMEDIATE_LABELS.get(outcome, outcome)).lower()
+
+
+def not_estimable(res: Results, cfg: StudyConfig) -> list[str]:
+    """What could not be estimated and why, one plain sentence per reason: the analyses it
+    stopped, for which outcomes ("every outcome" where it stopped all the survival
+    outcomes), then the reason. Empty when everything was estimated."""
+    by_reason: dict[str, dict[str, list[str]]] = {}
+    for e in res.doc.get("estimates", []):
+        if e.get("status") != "not_estimable":
+            continue
+        methods = by_reason.setdefault(publishable_reason(e["reason"], cfg), {})
+        outcomes = methods.setdefault(e["method"], [])
+        if e["outcome"] not in outcomes:
+            outcomes.append(e["outcome"])
+    out = []
+    for reason, methods in by_reason.items():
+        parts = []
+        for method, outcomes in methods.items():
+            which = (
+                "every outcome"
+                if set(OUTCOMES) <= set(outcomes)
+                else _and([_outcome_name(o) for o in outcomes])
+            )
+            parts.append(f"{ANALYSES.get(method, method)} ({which})")
+        what = _and(parts)
+        out.append(f"{what[:1].upper()}{what[1:]} could not be estimated: {reason}.")
+    return out
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"

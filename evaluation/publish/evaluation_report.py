@@ -27,7 +27,7 @@ from evaluation.publish.common import (
     years_phrase,
 )
 from evaluation.publish.did import did_part
-from evaluation.publish.estimates import Results
+from evaluation.publish.estimates import Results, not_estimable, reason_of
 from evaluation.publish.fidelity import fidelity_part
 from evaluation.publish.inputs import ReportInputs
 from evaluation.publish.intermediate import intermediate_table
@@ -81,7 +81,7 @@ def evaluation_page(inputs: ReportInputs, cfg: StudyConfig) -> Page:
     t1, balance = table_one(inputs.table_one, res, cfg)
     currency, stale = delivery_summary(inputs.dq, cfg)
     survival = survival_part(inputs.curves, inputs.ph, res, cfg)
-    did = did_part(inputs.did, inputs.panel, cfg)
+    did = did_part(inputs.did, inputs.panel, cfg, res)
     sensitivity = sensitivity_part(inputs.inference, inputs.did, res, cfg)
     intermediate = intermediate_table(inputs.intermediate, cfg)
     fidelity = fidelity_part(inputs.panel, inputs.fidelity, cfg)
@@ -111,6 +111,13 @@ def evaluation_page(inputs: ReportInputs, cfg: StudyConfig) -> Page:
         "flow": flow,
         "exclusions": exclusions,
         "balance": balance,
+        # the arms could not be weighted (results.json: the primary hazard ratio says why)
+        "weighting_reason": (
+            reason_of(res.hr(cfg.analysis.primary_outcome, "cluster_robust"), cfg)
+            if inputs.table_one["smd_weighted"].isna().all()
+            else None
+        ),
+        "not_estimable": not_estimable(res, cfg),
         "table_one": t1,
         "dq_counts": {
             "received": len(dq),

@@ -29,7 +29,7 @@ from evaluation.publish.common import (
     provenance,
 )
 from evaluation.publish.data_quality import delivery_rows
-from evaluation.publish.estimates import Results
+from evaluation.publish.estimates import Results, not_estimable, reason_of
 from evaluation.publish.fidelity import force_chart, headline_values, period_table
 from evaluation.publish.inputs import ReportInputs
 from evaluation.survival_models import headline_inference
@@ -174,7 +174,9 @@ def force_page(inputs: ReportInputs, cfg: StudyConfig, code: str, flow: Table) -
             "label": OUTCOME_LABELS[cfg.analysis.primary_outcome].lower(),
             "hr": fmt_ratio(head.get("estimate")),
             "ci": fmt_ci(head.get("ci_low"), head.get("ci_high")),
+            "reason": reason_of(head, cfg),  # why there is no hazard ratio, if there is none
         },
+        "not_estimable": not_estimable(res, cfg),
         "deliveries": deliveries,
         "cohort": cohort,
         "totals": totals,

@@ -32,7 +32,13 @@ from evaluation.publish.common import (
     fmt_ratio,
     years_phrase,
 )
-from evaluation.publish.estimates import OutcomeHR, Results, hazard_ratios, min_detectable
+from evaluation.publish.estimates import (
+    OutcomeHR,
+    Results,
+    hazard_ratios,
+    min_detectable,
+    reason_of,
+)
 from evaluation.survival_models import COX_INFERENCES, headline_inference
 
 TABLE_MONTHS = (0, 3, 6, 9, 12, 15, 18, 21, 24)
@@ -139,7 +145,11 @@ def forest_chart(hrs: list[OutcomeHR], cfg: StudyConfig) -> Chart:
             columns=["Outcome", "Inference", "Hazard ratio", "95% CI"],
         ),
     )
-    missing = [OUTCOME_SHORT[h.outcome] for h in hrs if not h.estimable]
+    missing = [
+        f"{OUTCOME_SHORT[h.outcome]} ({reason_of(h.headline, cfg) or 'no estimate'})"
+        for h in hrs
+        if not h.estimable
+    ]
     unbounded = [
         OUTCOME_SHORT[h.outcome]
         for h in hrs
@@ -157,7 +167,7 @@ def forest_chart(hrs: list[OutcomeHR], cfg: StudyConfig) -> Chart:
         f"Each outcome's hazard ratio with its 95% confidence interval under the headline "
         f"inference ({INFERENCE_LABELS[inf].lower()}, circles) and the cluster-robust "
         "variance (diamonds). Left of the dotted line at 1: a lower rate in pilot forces."
-        + (f" Not estimated (too few events): {', '.join(missing)}." if missing else "")
+        + (f" Not estimated: {'; '.join(missing)}." if missing else "")
         + (
             f" No headline interval (the test could not set its limits): {', '.join(unbounded)}."
             if unbounded
@@ -308,17 +318,38 @@ def _logrank_sentence(res: Results, outcome: str) -> str | None:
     )
 
 
+def _not_estimable_sentences(
+    res: Results, outcome: str, cfg: StudyConfig, has_curves: bool
+) -> list[str]:
+    """Where a number of this outcome is missing, the sentence saying why (analysis plan
+    1.1): the curves, the hazard ratio, the RMST difference."""
+    out = []
+    km = reason_of(res.get(outcome, "km", "survival_at_horizon", "pilot"), cfg)
+    if not has_curves:
+        out.append(f"No survival curves could be estimated: {km or 'no data'}.")
+    hr = reason_of(res.hr(outcome, headline_inference(cfg)), cfg)
+    if hr:
+        out.append(f"No hazard ratio could be estimated for this outcome: {hr}.")
+    rmst = reason_of(res.get(outcome, "rmst", "rmst_difference", "pilot", "cluster_robust"), cfg)
+    if rmst and rmst not in (hr, km):
+        out.append(f"The difference in days without this outcome could not be estimated: {rmst}.")
+    return out
+
+
 def outcome_sections(
     curves: pd.DataFrame, ph: pd.DataFrame, res: Results, cfg: StudyConfig
 ) -> list[OutcomeSection]:
     out = []
     for o in OUTCOMES:
         s = OutcomeSection(o, OUTCOME_LABELS[o])
-        s.charts = [
-            _curve_chart(curves, o, "km", cfg),
-            _curve_chart(curves, o, "aalen_johansen", cfg),
-        ]
+        has_curves = bool((curves.outcome == o).any())
+        if has_curves:
+            s.charts = [
+                _curve_chart(curves, o, "km", cfg),
+                _curve_chart(curves, o, "aalen_johansen", cfg),
+            ]
         for sentence in (
+            *_not_estimable_sentences(res, o, cfg, has_curves),
             _rmst_sentence(res, o, cfg),
             _logrank_sentence(res, o),
             _ph_sentence(ph, o),
