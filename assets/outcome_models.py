@@ -368,15 +368,15 @@ def intermediate_outcome_models(
     for w in warnings:
         context.log.warning(w)
     structures = table["working_structure"].dropna() if "working_structure" in table else []
-    yield dg.Output(
-        table,
-        output_name="intermediate_estimates",
-        metadata={
     sensitivity = [
         f"{r['outcome']} ({r['sensitivity_structure']}): not estimable, {r['sensitivity_reason']}"
         for r in table.to_dict("records")
         if isinstance(r.get("sensitivity_reason"), str)
     ]
+    yield dg.Output(
+        table,
+        output_name="intermediate_estimates",
+        metadata={
             **frame_metadata("intermediate_estimates", table),
             "weighting": cfg.analysis.weighting if "weight" in weighted_cohort.columns else "none",
             "working_structures": dg.MetadataValue.md(
@@ -399,15 +399,15 @@ def intermediate_outcome_models(
                     "rd_ci_high": "RD 95% CI high",
                     "working_structure": "Working correlation",
                     "working_correlation": "Correlation",
-                },
-            ),
-            "warnings": bullets(warnings),
-        },
                     "sensitivity_correlation": "Sensitivity: correlation",
                     "sensitivity_odds_ratio": "Sensitivity: odds ratio",
+                },
+            ),
+            "sensitivity_not_estimable": bullets(sensitivity),
+            "warnings": bullets(warnings),
+        },
     )
     results = estimates_frame(rows)
-            "sensitivity_not_estimable": bullets(sensitivity),
     yield dg.Output(
         results,
         output_name="intermediate_results",
