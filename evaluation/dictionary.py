@@ -100,6 +100,8 @@ COLUMNS: dict[str, str] = {
     "usable": "True if the estimate can be reported (model converged, enough events).",
     "reason": "Why the estimate or delivery is not usable, or a row not_estimable, in plain "
     "English (empty when it is usable).",
+    "reason_design_effect": "Why the minimum detectable hazard ratio allowing for clustering "
+    "is not estimable, in plain English (empty when it is).",
     "warnings": "Warnings raised while fitting the model.",
     "covariates_left_out": "Covariates left out of the model (no variation or too sparse).",
     "events_pilot": "Events in the pilot arm, unweighted.",
