@@ -12,7 +12,10 @@ a researcher reads it beside:
   and CSV of the three reports, which `publication` waits for.
 
 Checks live in their own module, beside the assets' modules, so that each asset keeps one
-job: the checks read the assets as their inputs (through the IO manager).
+job: the checks read the assets as their inputs (through the IO manager). The reports' two
+blocking checks are the exception: each report's step runs them (`report_check_specs`,
+`report_checks`) on the pages it has just rendered, which are 30 MB nationally (plotly.js in
+every page), instead of a step of their own storing and loading them again.
 """
 
 from __future__ import annotations
@@ -189,7 +192,6 @@ def results_meet_contract(results_json: dict) -> dg.AssetCheckResult:
     return _result(checks.results_contract(results_json), ERROR)
 
 
-REPORTS = ("evaluation_report", "force_reports", "data_quality_report")
 DISCLOSURE = (
     "Disclosure control re-run over every CSV and page of this report about to be published: "
     "each count <min_cell or a multiple of round_to >= min_cell. Blocking: if it fails, "
@@ -201,31 +203,28 @@ LANGUAGE = (
 )
 
 
-def _publishable(report: str) -> dg.AssetChecksDefinition:
-    """The two blocking checks of one report's files, in one step (the files are loaded
-    once); each is its own check, so the UI shows which report failed which."""
+def report_check_specs(report: str) -> list[dg.AssetCheckSpec]:
+    """The two blocking checks of one report's files, each its own check, so that the UI
+    shows which report failed which."""
+    return [
+        dg.AssetCheckSpec(
+            "disclosure_control", asset=report, blocking=True, description=DISCLOSURE
+        ),
+        dg.AssetCheckSpec(
+            "person_centred_language", asset=report, blocking=True, description=LANGUAGE
+        ),
+    ]
 
-    @dg.multi_asset_check(
-        name=f"{report}_publishable",
-        specs=[
-            dg.AssetCheckSpec(
-                "disclosure_control", asset=report, blocking=True, description=DISCLOSURE
-            ),
-            dg.AssetCheckSpec(
-                "person_centred_language", asset=report, blocking=True, description=LANGUAGE
-            ),
-        ],
-        ins={"files": dg.AssetIn(report)},
-    )
-    def publishable(study: StudyResource, files: dict[str, str]):
-        cfg = study.cfg
+
+def report_checks(
+    report: str, files: dict[str, str], study: StudyResource
+) -> list[dg.AssetCheckResult]:
+    """The results of `report_check_specs` on the report's rendered files."""
+    cfg = study.cfg
+    return [
+        _result(outcome, ERROR, asset_key=report, check_name=name)
         for name, outcome in (
             ("disclosure_control", checks.disclosure(files, cfg.disclosure)),
             ("person_centred_language", checks.language(files, cfg)),
-        ):
-            yield _result(outcome, ERROR, asset_key=report, check_name=name)
-
-    return publishable
-
-
-report_checks = [_publishable(report) for report in REPORTS]
+        )
+    ]

@@ -1,10 +1,12 @@
 """Outputs: restricted/results.json and the published reports."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
+from assets.checks import report_check_specs, report_checks
 from assets.metadata import metadata_table
 from evaluation import interim
 from evaluation import survival_models as sm
@@ -64,6 +66,13 @@ def results_json(
 REPORT_KINDS = {"html", "plotly", "csv"}
 
 
+def _rendered(report: str, files: dict[str, str], study: StudyResource) -> Iterator:
+    """A report's rendered files (stored, to be published with the others), then its two
+    blocking checks on them: if either fails, the step fails and nothing is published."""
+    yield dg.Output(files, metadata=_pages(files, study.published))
+    yield from report_checks(report, files, study)
+
+
 def _pages(files: dict[str, str], published: Path) -> dict:
     """Asset metadata for a report's pages (rendered, to be published with the others):
     the pages with their sizes, and the CSV count."""
@@ -81,6 +90,7 @@ def _pages(files: dict[str, str], published: Path) -> dict:
 
 @dg.asset(
     group_name="reports",
+    check_specs=report_check_specs("evaluation_report"),
     kinds=REPORT_KINDS,
     description="published/evaluation-report.html and its tables as CSV: summary first, cohort, "
     "data quality, survival results, difference in differences, intermediate outcomes, "
@@ -101,7 +111,7 @@ def evaluation_report(
     intermediate_estimates,
     fidelity: dict,
     arms_review: dict,
-) -> dg.Output[dict[str, str]]:
+) -> Iterator:
     from evaluation.publish import evaluation_report_pages, make_inputs
 
     inputs = make_inputs(
@@ -118,12 +128,12 @@ def evaluation_report(
         fidelity=fidelity,
         arms=arms_review,
     )
-    files = evaluation_report_pages(inputs, study.cfg)
-    return dg.Output(files, metadata=_pages(files, study.published))
+    yield from _rendered("evaluation_report", evaluation_report_pages(inputs, study.cfg), study)
 
 
 @dg.asset(
     group_name="reports",
+    check_specs=report_check_specs("force_reports"),
     kinds=REPORT_KINDS,
     description="published/force-<CODE>.html, one per pilot force, and their tables as CSV: the "
     "force's delivery status, cohort, fidelity over time beside the pilot and comparison "
@@ -137,7 +147,7 @@ def force_reports(
     delivery_status: pl.DataFrame,
     few_cluster_inference: pl.DataFrame,
     force_month_panel: pl.DataFrame,
-) -> dg.Output[dict[str, str]]:
+) -> Iterator:
     from evaluation.publish import force_pages, make_inputs
 
     inputs = make_inputs(
@@ -147,12 +157,12 @@ def force_reports(
         inference=few_cluster_inference,
         panel=force_month_panel,
     )
-    files = force_pages(inputs, study.cfg)
-    return dg.Output(files, metadata=_pages(files, study.published))
+    yield from _rendered("force_reports", force_pages(inputs, study.cfg), study)
 
 
 @dg.asset(
     group_name="reports",
+    check_specs=report_check_specs("data_quality_report"),
     kinds=REPORT_KINDS,
     description="published/data-quality.html and its tables as CSV: per force the delivery in "
     "use and whether its data are current; per delivery the rules checked, passed, failed "
@@ -161,7 +171,7 @@ def force_reports(
 )
 def data_quality_report(
     context: dg.AssetExecutionContext, study: StudyResource, delivery_status: pl.DataFrame
-) -> dg.Output[dict[str, str]]:
+) -> Iterator:
     from evaluation.publish import data_quality_pages, make_inputs
     from evaluation.publish.inputs import validation_findings
 
@@ -176,8 +186,7 @@ def data_quality_report(
     inputs = make_inputs(
         results=run, dq=dq, findings=validation_findings(study.validation_store, dq)
     )
-    files = data_quality_pages(inputs, cfg)
-    return dg.Output(files, metadata=_pages(files, study.published))
+    yield from _rendered("data_quality_report", data_quality_pages(inputs, cfg), study)
 
 
 @dg.asset(

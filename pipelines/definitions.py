@@ -6,6 +6,7 @@ so `dagster dev` shows the same graph that `dpf-eval run` materialises.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import dagster as dg
@@ -121,7 +122,16 @@ REPOSITORY_LABEL = {".dagster/repository": f"__repository__@{LOCATION_NAME}"}
 def study_job(name: str, config_path: str, drop: str, out: str) -> dg.JobDefinition:
     """One of the code location's jobs for one study: what `dpf-eval run` executes, through
     `dg.build_reconstructable_job("pipelines.definitions", "study_job", ...)`."""
-    return build_definitions(config_path, drop, out).resolve_job_def(name)
+    return study_definitions(config_path, drop, out).resolve_job_def(name)
+
+
+@functools.cache
+def study_definitions(config_path: str, drop: str, out: str) -> dg.Definitions:
+    """A study's definitions, built once for both jobs of a `dpf-eval run` (`execute_job`
+    loads a job four times a run, 0.1 s of CPU each); the runner clears this cache when a
+    run starts, so a run sees the code as it is then. Each Dagster run makes its own
+    resources from them (a fresh StudyResource, which reads the config file again)."""
+    return build_definitions(config_path, drop, out)
 
 
 # The processes that load this code location (dagster dev's code server, its run workers)

@@ -132,15 +132,6 @@ def _only_quarantines(result: dg.JobExecutionResult) -> bool:
     return all(e.step_key in refused for e in result.get_step_failure_events())
 
 
-def _echo_warnings(instance: dg.DagsterInstance, run_id: str, echo) -> None:
-    """The assets' own warnings in a run (not Dagster's events), one line each."""
-    for entry in instance.all_logs(run_id):
-        if entry.dagster_event is None and entry.level >= logging.WARNING:
-            if entry.user_message.startswith("Dependencies for step"):
-                continue  # a step skipped after a failure, which is reported on its own
-            echo(f"  warning: {entry.step_key or 'run'}: {entry.user_message}")
-
-
 def _job(name: str, study: StudyResource) -> dg.ReconstructableJob:
     """One of the code location's jobs for this study (`pipelines.definitions.study_job`): a
     run of it is a run of that job, listed on the job's page in the UI."""
@@ -154,11 +145,15 @@ def _job(name: str, study: StudyResource) -> dg.ReconstructableJob:
 
 def _execute(name: str, study: StudyResource, instance, echo, tags=None) -> dg.JobExecutionResult:
     """Run one job through the instance, printing each asset as it is materialised (under
-    the name the UI shows). The caller reads the result inside `with`."""
+    the name the UI shows), then the assets' own warnings (not Dagster's events), one line
+    each, as they were stored (the run's log is not read again). The caller reads the result
+    inside `with`."""
     import dagster as dg
 
     from pipelines.definitions import REPOSITORY_LABEL
     from pipelines.resources import RUN_STARTED
+
+    warnings: list[str] = []
 
     def progress(instance: dg.DagsterInstance, run_id: str) -> None:
         def done(entry: dg.EventLogEntry) -> None:
@@ -166,6 +161,13 @@ def _execute(name: str, study: StudyResource, instance, echo, tags=None) -> dg.J
                 key = entry.asset_materialization.asset_key.to_user_string()
                 part = entry.asset_materialization.partition
                 echo(f"  done: {key}" + (f" [{part}]" if part else ""))
+            elif (
+                entry.dagster_event is None
+                and entry.level >= logging.WARNING
+                # a step skipped after a failure, which is reported on its own
+                and not entry.user_message.startswith("Dependencies for step")
+            ):
+                warnings.append(f"  warning: {entry.step_key or 'run'}: {entry.user_message}")
 
         instance.add_event_listener(run_id, done)
 
@@ -181,6 +183,8 @@ def _execute(name: str, study: StudyResource, instance, echo, tags=None) -> dg.J
     finally:
         for hook in hooks:
             RUN_STARTED.remove(hook)
+        for line in warnings:
+            echo(line)
 
 
 def _kill_points() -> list[Callable]:
@@ -254,8 +258,10 @@ def _run_pipeline(
         return _summary(out_path, cfg, started)
     todo = [r for r in refs if store.stored(r) is None]
     t0 = time.perf_counter()
+    from pipelines.definitions import study_definitions
     from pipelines.resources import StudyResource
 
+    study_definitions.cache_clear()  # built once for this run's two jobs
     instance = local_instance(out_path)
     study = StudyResource(config_path=config, drop=str(drop_path), out=str(out_path))
     existing = set(instance.get_dynamic_partitions("deliveries"))
@@ -267,7 +273,7 @@ def _run_pipeline(
         # this process, under the validation store's lock (BENCHMARKS.md: a second process
         # that validated while Dagster loaded saved at most a few seconds, and was removed).
         with _ingest(study, instance, todo, echo) as result:
-            _verdicts(instance, study, todo, result, echo)
+            _verdicts(study, todo, result, echo)
         echo(f"validated {len(todo)} deliveries in {time.perf_counter() - t0:.1f}s")
     else:
         echo(f"all {len(refs)} deliveries already validated (same content)")
@@ -313,7 +319,6 @@ def _summary(out: Path, cfg: StudyConfig, started: float) -> RunSummary:
 
 
 def _verdicts(
-    instance: dg.DagsterInstance,
     study: StudyResource,
     todo: list,
     result: dg.JobExecutionResult,
@@ -321,7 +326,6 @@ def _verdicts(
 ) -> None:
     """Print each validated delivery's verdict. Raises RunError
     if the ingest run failed for another reason than a verdict on a delivery."""
-    _echo_warnings(instance, result.run_id, echo)
     if not result.success and not _only_quarantines(result):
         # The run itself failed (a full disk, a permission): not a verdict on a delivery.
         which = f"{todo[0].force} {todo[0].extract_date}" if len(todo) == 1 else "deliveries"
@@ -345,7 +349,6 @@ def _evaluate(study: StudyResource, instance: dg.DagsterInstance, echo) -> None:
     echo("running the evaluation: cohort, models, reports ...")
     t0 = time.perf_counter()
     with _execute("evaluation", study, instance, echo) as result:
-        _echo_warnings(instance, result.run_id, echo)
         if not result.success:
             raise RunError(_first_error(result))
     echo(f"evaluation finished in {time.perf_counter() - t0:.1f}s")
