@@ -153,8 +153,8 @@ def gee_matches_statsmodels(
 
     cfg = study.cfg
     fitted = intermediate_estimates
-    if "odds_ratio" in fitted:
-        fitted = fitted[fitted.odds_ratio.notna()]
+    # no odds_ratio column: no model was fitted at all
+    fitted = fitted[fitted.odds_ratio.notna()] if "odds_ratio" in fitted else fitted.iloc[:0]
     if fitted.empty:
         # passed when every model has its reason (results.json: not estimable); else an error
         reasons = intermediate_estimates.get("reason", pd.Series(dtype=object)).dropna()

@@ -199,7 +199,28 @@ class Run:
     code: int
     out: Path
     results: dict
+    failed_checks: set  # (asset, check, description) of every error-level check that failed
     seconds: float
+
+
+def _failed_error_checks() -> set:
+    """The asset checks of the instance's runs that are errors (not warnings) and failed,
+    each at its latest evaluation."""
+    import dagster as dg
+
+    records = dg.DagsterInstance.get().get_event_records(
+        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION),
+        ascending=True,
+    )
+    latest = {}
+    for record in records:
+        e = record.event_log_entry.dagster_event.asset_check_evaluation_data
+        latest[e.asset_key.to_user_string(), e.check_name, e.partition] = e
+    return {
+        (asset, name, e.description)
+        for (asset, name, _), e in latest.items()
+        if not e.passed and e.severity.value != "WARN"
+    }
 
 
 _runs: dict[str, Run] = {}
@@ -223,9 +244,11 @@ def run(tmp_path_factory):
                 mp.setenv("DAGSTER_HOME", str(home))
                 code = main(["run", "--config", str(config), "--drop", str(drop),
                              "--out", str(out)])  # fmt: skip
+                seconds = time.perf_counter() - t0
+                failed = _failed_error_checks()
             path = out / "restricted" / "results.json"
             results = json.loads(path.read_text()) if path.exists() else {}
-            _runs[design.name] = Run(code, out, results, time.perf_counter() - t0)
+            _runs[design.name] = Run(code, out, results, failed, seconds)
         return _runs[design.name]
 
     return get
@@ -235,6 +258,7 @@ def run(tmp_path_factory):
 def test_a_degenerate_design_publishes_every_estimable_analysis(design, run):
     r = run(design)
     assert r.code == 0, f"{design.name}: dpf-eval run exited {r.code}"
+    assert not r.failed_checks  # what is not estimable fails no check (the contract passed)
     rows = r.results["estimates"]
     assert checks.results_contract(r.results).passed
     assert {e["status"] for e in rows} <= {"ok", "not_estimable"}
