@@ -249,7 +249,8 @@ def frame_problem(df: pd.DataFrame, cfg: StudyConfig) -> str | None:
             return f"no {arm} force has anyone in the cohort with {need}"
     if _weighted(cfg) and "weight" in df and df["weight"].isna().all():
         covs = separating_covariates(df, "pilot", list(cfg.analysis.covariates))
-        by = f" ({', '.join(covs)} alone tells the arms apart)" if covs else ""
+        names = ", ".join(c.replace("_", " ") for c in covs)
+        by = f" ({names} alone tells the arms apart)" if covs else ""
         return (
             "the people of the pilot and comparison forces do not overlap: the propensity "
             f"model separates the two arms completely{by}, so no weighting can make them "
@@ -467,7 +468,7 @@ def _usability(converged: bool, ev_pilot: int, ev_comp: int) -> tuple[bool, str]
     if not converged:
         reasons.append("the primary Cox model did not converge or has an infinite coefficient")
     sparse = [
-        f"{arm} {k} events"
+        f"{arm} {k} event{'s' * (k != 1)}"
         for arm, k in (("pilot", ev_pilot), ("comparison", ev_comp))
         if k < MIN_EVENTS_PER_ARM
     ]
@@ -1162,7 +1163,13 @@ def survival_estimates(
             if inf not in by_inf:
                 continue
             vals = [_num(v) if ok else None for v in by_inf[inf]]
-            why = str(prim.reason) if not ok else f"the {inf} inference failed: {detail.get(inf)}"
+            if vals[1:] == [None, None, None]:  # the point estimate alone: this inference failed
+                vals[0] = None
+            why = (
+                str(prim.reason)
+                if not ok
+                else f"the {inf.replace('_', ' ')} inference failed: {detail.get(inf)}"
+            )
             rows.append(
                 _estimate(
                     (outcome, "cox", "pilot", "hazard_ratio"), vals, why, **cox_kw, inference=inf

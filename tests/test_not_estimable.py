@@ -9,8 +9,10 @@ scale 0.03, a config with few permutations), each run through the real entry poi
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import html
+import io
 import json
 import re
 import shutil
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
 
@@ -111,8 +114,12 @@ class Design:
     tables: Callable[[SyntheticStudy], None] = lambda study: None
     not_estimable: tuple[tuple[str | None, str, str], ...] = ()
     estimable: tuple[tuple[str, str], ...] = ()
+    scale: float = SCALE
+    # single rows not estimable: (outcome, method, inference, words of the reason)
+    not_estimable_rows: tuple[tuple[str, str, str, str], ...] = ()
 
 
+PRIMARY = "any_reoffence"  # the config's primary outcome
 SURVIVAL = (("any_reoffence", "km"), ("any_reoffence", "cox"), ("any_reoffence", "rmst"))
 DID = (("any_reoffence", "did_cs"), ("any_reoffence", "did_twfe"))
 ONE_DATE = {c: "2024-04-01" for c in PILOTS + COMPARISON}
@@ -140,9 +147,14 @@ DESIGNS = [
         estimable=SURVIVAL + DID + (("breach", "km"), ("breach", "did_cs")),
     ),
     Design(
-        "one_pilot_force",
+        "one_pilot_force",  # with minimum_forces.pilot 1; larger, so that ASH has events
         config=lambda t: _drop_forces(t, PILOTS[1:]).replace("    pilot: 3 ", "    pilot: 1 "),
-        estimable=DID + (("any_reoffence", "km"),),
+        scale=0.25,
+        estimable=SURVIVAL + DID,
+        # leaving out the only pilot force leaves no pilot: no jackknife variance
+        not_estimable_rows=(
+            ("any_reoffence", "cox", "jackknife_crv3", "a leave-one-force-out fit failed"),
+        ),
     ),
     Design(  # FNL's (pseudo) go-live leaves no follow-up: nobody from FNL enters the cohort
         "comparison_force_nobody",
@@ -171,7 +183,7 @@ DESIGNS = [
         "weighting_separates",
         tables=_licence_separates_arms,
         not_estimable=(
-            (None, "cox", "separates the two arms completely (on_licence alone"),
+            (None, "cox", "separates the two arms completely (on licence alone"),
             (None, "km", "no weighting can make them comparable"),
             ("employed", "gee", "the arms cannot be weighted to be comparable"),
         ),
@@ -187,7 +199,7 @@ def build(design: Design, base: Path) -> tuple[Path, Path, Path]:
     text = design.config(_base_config())
     config.write_text(text)
     cfg = parse_config(text)
-    study = generate_study(cfg, seed=SEED, scale=SCALE)
+    study = generate_study(cfg, seed=SEED, scale=design.scale)
     design.tables(study)
     drop, out = base / "drop", base / "out"
     write_study(study, cfg, drop)
@@ -200,6 +212,7 @@ class Run:
     out: Path
     results: dict
     failed_checks: set  # (asset, check, description) of every error-level check that failed
+    stdout: str  # what dpf-eval run printed
     seconds: float
 
 
@@ -240,7 +253,8 @@ def run(tmp_path_factory):
             home.mkdir()
             shutil.copy(LOCAL_INSTANCE, home / "dagster.yaml")
             t0 = time.perf_counter()
-            with pytest.MonkeyPatch.context() as mp:
+            printed = io.StringIO()
+            with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
                 mp.setenv("DAGSTER_HOME", str(home))
                 code = main(["run", "--config", str(config), "--drop", str(drop),
                              "--out", str(out)])  # fmt: skip
@@ -248,7 +262,7 @@ def run(tmp_path_factory):
                 failed = _failed_error_checks()
             path = out / "restricted" / "results.json"
             results = json.loads(path.read_text()) if path.exists() else {}
-            _runs[design.name] = Run(code, out, results, failed, seconds)
+            _runs[design.name] = Run(code, out, results, failed, printed.getvalue(), seconds)
         return _runs[design.name]
 
     return get
@@ -273,10 +287,27 @@ def test_a_degenerate_design_publishes_every_estimable_analysis(design, run):
             for e in mine:
                 assert e["status"] == "not_estimable", e
                 assert words in e["reason"], e
+    for outcome, method, inference, words in design.not_estimable_rows:
+        (e,) = [e for e in rows if (e["outcome"], e["method"], e["inference"]) ==
+                (outcome, method, inference)]  # fmt: skip
+        assert e["status"] == "not_estimable" and words in e["reason"], e
     for outcome, method in design.estimable:
         assert any(
             e["status"] == "ok" for e in rows if e["outcome"] == outcome and e["method"] == method
         ), f"{design.name}: {outcome} {method} was not estimated"
+
+    # The headline where the operator and the warehouse read it: its reason if it has none.
+    head = next(e for e in rows if e["outcome"] == PRIMARY and e["method"] == "cox")
+    if head["status"] == "not_estimable":
+        assert f"Headline: {PRIMARY}: hazard ratio not estimable ({head['reason']})" in r.stdout
+    else:
+        assert f"Headline: {PRIMARY}: hazard ratio {head['estimate']:.2f}" in r.stdout
+    warehouse = r.out / "restricted" / "warehouse.duckdb"
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        view = con.execute(
+            "SELECT status, reason FROM headline WHERE is_primary_outcome"
+        ).fetchone()
+    assert view == (head["status"], head["reason"])
 
     # Published: the reports, and in the evaluation report every reason (its counts under
     # disclosure control) in "What could not be estimated".
@@ -343,7 +374,7 @@ def test_survival_analysis_without_a_comparison_gives_reasons(problem, small_coh
     }[problem]
     words = {
         "no_assessments": "no one in the cohort has every baseline covariate",
-        "separation": "on_licence alone tells the arms apart",
+        "separation": "on licence alone tells the arms apart",
         "one_arm": "no comparison force has anyone in the cohort",
     }[problem]
     a = sm.run_survival_analysis(cohort, small_cfg, few_cluster=True)
