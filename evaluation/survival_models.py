@@ -65,8 +65,17 @@ point estimate, different p-value and interval):
 * ``jackknife_crv3``: delete-one-force jackknife variance, t with G - 1 df.
 * ``naive_unadjusted`` (``weighting: "none"``): pilot alone, model-based variance.
 
-An outcome without a usable model keeps all five rows, with null estimate, interval and
-p-value (``n`` and ``events`` still filled).
+An outcome without a usable model keeps all five rows, not estimable: ``status``
+"not_estimable", the reason, null estimate, interval and p-value (``n`` and ``events``
+still filled). So is an inference that gives only the shared point estimate (no interval and
+no p-value: the jackknife with one pilot force).
+
+When an analysis cannot be estimated (analysis plan 1.1): ``frame_problem`` names what the
+analysis frame lacks for any comparison of the arms (nobody with complete covariates, an arm
+with nobody, arms the propensity model separates completely: ``analysis_frame`` then leaves
+the weights missing). Every function here then returns its frame without fitting anything,
+and every row of ``survival_estimates`` that needs the comparison is not estimable with that
+reason; nothing raises, so the other analyses of the evaluation still run and are published.
 
 The headline is the row whose ``inference`` is ``headline_inference(cfg)``: the mapping
 from ``analysis.cluster_inference`` is ``INFERENCE_NAMES`` (``permutation`` ->
