@@ -12,7 +12,7 @@ from tests.conftest import PILOT_CONFIG, ROOT
 from tests.deliveries import write_delivery
 from tests.ops_study import cli_env, dpf_eval
 
-COMMANDS = ("synth", "run", "check", "demo")
+COMMANDS = ("synth", "run", "check", "demo", "boundaries")
 
 
 def _help(capsys, *args: str) -> str:

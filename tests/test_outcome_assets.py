@@ -185,14 +185,32 @@ def test_panel_person_months_equal_a_recount_from_the_people_table(study, force)
 
 
 def test_did_results_are_the_core_rows(study):
-    from evaluation.did import did_estimates
+    from evaluation.config import OUTCOMES
+    from evaluation.did import AGGREGATES, did_estimates
+    from evaluation.sensitivity import MBARS, mbar_term
 
     cfg, _, values, metadata = study
     tables, estimates = did_estimates(values["force_month_panel"], cfg)
     got = values["did_results"]
     assert got.columns == ESTIMATE_COLUMNS
     assert rows(got) == expected(estimates)
-    assert {"did_cs", "did_twfe"} == set(got["method"])
+    # Every outcome: the DiD (Callaway-Sant'Anna aggregates and event times, the TWFE rate
+    # ratio) and its sensitivity analyses (analysis plan 10: the placebo go-live, the
+    # relative-magnitude bounds per Mbar and the breakdown Mbar), each with its inferences.
+    inference = ["permutation", "wild_cluster_bootstrap"]  # the headline first
+    want = [("did_cs", "simple", "att", i) for i in inference]
+    want += [("did_cs", kind, "att", "permutation") for kind in AGGREGATES[1:]]
+    want += [("did_twfe", "post", "rate_ratio", i) for i in ("cluster_robust", "permutation")]
+    want += [("placebo", "simple", "att", i) for i in inference]
+    want += [("honest_did", mbar_term(m), "att_bounds", "permutation") for m in MBARS]
+    want += [("honest_did", "simple", "breakdown_mbar", "permutation")]
+    for outcome in OUTCOMES:
+        mine = got.filter(pl.col("outcome") == outcome)
+        keys = mine.select("method", "term", "measure", "inference").rows()
+        assert [k for k in keys if not k[1].startswith("e=")] == want, outcome
+        event_times = [k for k in keys if k[1].startswith("e=")]
+        assert event_times and {k[0] for k in event_times} == {"did_cs"}
+    assert set(got["outcome"]) == set(OUTCOMES)
     stored = values["did_estimates"]
     assert set(stored) == set(tables)
     for name, table in tables.items():

@@ -184,8 +184,17 @@ def test_results_rows_follow_the_contract(analysis, quick_cfg):
         assert all(0 < r["estimate"] < 1 for r in pw)
         km = [r for r in rows if r["outcome"] == outcome and r["method"] == "km"]
         assert {r["term"] for r in km} == {"pilot", "comparison"}
+    # Every assignment of the pilot forces when there are at most
+    # analysis.exact_permutation_limit (13 forces, 5 pilots: 1,287), else
+    # analysis.permutations drawn: p is at least 1 / (the assignments used).
+    a = quick_cfg.analysis
+    arms = analysis.frame.groupby("force")["pilot"].first()
+    total = math.comb(len(arms), int(arms.sum()))
+    used = total if total <= max(a.exact_permutation_limit, a.permutations) else a.permutations
     perm = analysis.inference[analysis.inference.inference == "permutation"]
-    assert (perm.p_value >= 1 / 99).all()
+    how = "all" if used == total else "random sample"
+    assert perm.detail.str.startswith(f"{used} of {total} assignments ({how})").all()
+    assert (perm.p_value >= 1 / used).all()
 
 
 def test_headline_mapping_for_the_wild_bootstrap(analysis, quick_cfg):
