@@ -1310,7 +1310,8 @@ def did_not_estimable(
 ) -> tuple[dict[str, pd.DataFrame], list[Estimate]]:
     """What `did_estimates` returns when `did_problem` finds the panel cannot support it:
     the design table (the forces analysed, if any), the other tables empty, and every
-    did_cs and did_twfe row of every outcome not estimable, with the reason."""
+    did_cs, did_twfe, placebo and honest_did row of every outcome (the rows `did_estimates`
+    writes, but for the event times) not estimable, with the reason."""
     headline = (
         "permutation" if cfg.analysis.cluster_inference == "permutation" else
         "wild_cluster_bootstrap"
@@ -1332,6 +1333,12 @@ def did_not_estimable(
                                    weighting="none", inference=inference)
             for inference in ("cluster_robust", "permutation")
         ]  # fmt: skip
+        rows += _placebo_rows(
+            outcome, {"reason": reason}, headline, **kw, weighting="person_months"
+        )
+        rows += _bounds_not_estimable(
+            outcome, reason, **kw, weighting="person_months", inference=headline
+        )
     design = (
         d.groupby("force", sort=True)
         .agg(arm=("arm", "first"), pilot=("pilot", "first"),
@@ -1407,6 +1414,19 @@ def _placebo_rows(
     ]  # fmt: skip
 
 
+def _bounds_not_estimable(outcome: str, reason: str, **kw) -> list[Estimate]:
+    """The honest_did rows of an outcome without bounds: att_bounds per Mbar (term
+    mbar_<Mbar>) and breakdown_mbar (term simple), each not estimable with the reason."""
+    rows = [
+        Estimate.not_estimable(outcome, "honest_did", mbar_term(m), "att_bounds", reason, **kw)
+        for m in MBARS
+    ]
+    rows.append(
+        Estimate.not_estimable(outcome, "honest_did", "simple", "breakdown_mbar", reason, **kw)
+    )
+    return rows
+
+
 def _bounds(
     outcome: str,
     att: float,
@@ -1433,15 +1453,8 @@ def _bounds(
         reason = "no pre-go-live event-study coefficient to measure a violation against"
     kw = {"n": n, "events": events, "weighting": weighting, "inference": inference}
     if reason:
-        rows = [
-            Estimate.not_estimable(outcome, "honest_did", mbar_term(m), "att_bounds", reason, **kw)
-            for m in MBARS
-        ]
-        rows.append(
-            Estimate.not_estimable(outcome, "honest_did", "simple", "breakdown_mbar", reason, **kw)
-        )
         table["breakdown_mbar"] = np.nan
-        return table, rows
+        return table, _bounds_not_estimable(outcome, reason, **kw)
     rows = [
         Estimate(outcome, "honest_did", mbar_term(r.mbar), "att_bounds", att, r.ci_low, r.ci_high,
                  **kw)

@@ -134,6 +134,8 @@ DESIGNS = [
         not_estimable=(
             (None, "did_cs", "no month before go-live to compare with"),
             (None, "did_twfe", "every pilot force went live on 1 April 2024"),
+            (None, "placebo", "no month before go-live to compare with"),
+            (None, "honest_did", "no month before go-live to compare with"),
         ),
         estimable=SURVIVAL,
     ),
@@ -401,7 +403,8 @@ def test_survival_analysis_without_a_comparison_gives_reasons(problem, small_coh
 def test_a_panel_without_months_before_go_live_is_not_estimable(small_cfg):
     """The issue's study (every force live on one date, no earlier month in the panel):
     did_estimates returns not-estimable rows instead of raising "no treated group has a
-    pre-treatment period"."""
+    pre-treatment period", and results.json has the same rows (but for the event times)
+    whether or not the DiD could be estimated: the placebo go-live and the bounds too."""
     from evaluation import did
     from evaluation.panel import force_month_panel
 
@@ -415,9 +418,11 @@ def test_a_panel_without_months_before_go_live_is_not_estimable(small_cfg):
     late = panel.filter(pl.col("month") >= dt.date(2024, 4, 1))
     tables, rows = did.did_estimates(late, cfg)
     assert rows and all(e.status == "not_estimable" for e in rows)
-    assert {e.method for e in rows} == {"did_cs", "did_twfe"}
+    assert {e.method for e in rows} == {"did_cs", "did_twfe", "placebo", "honest_did"}
     assert all("every pilot force went live on 1 April 2024" in e.reason for e in rows)
+    assert all(e.estimate is None and e.n == 6 for e in rows)
     assert len(tables["did_design"]) == 6 and tables["did_aggregates"].empty
+    missing = rows
 
     # No breach in the pilot forces: the Callaway-Sant'Anna ATT stands (a change from 0 in
     # the pilot forces against the comparison forces' change), the Poisson rate ratio of 0
@@ -431,6 +436,15 @@ def test_a_panel_without_months_before_go_live_is_not_estimable(small_cfg):
     assert all(e.status == "ok" for e in twfe if e.outcome == "any_reoffence")
     simple = [e for e in rows if e.method == "did_cs" and e.term == "simple"]
     assert all(e.status == "ok" and e.estimate is not None for e in simple)
+
+    # The same rows, in the same order, estimated or not (event times aside: which there are
+    # depends on the months analysed).
+    def keys(estimates, outcome):
+        return [(e.method, e.term, e.measure, e.weighting, e.inference) for e in estimates
+                if e.outcome == outcome and not e.term.startswith("e=")]  # fmt: skip
+
+    for outcome in ("breach", "any_reoffence"):
+        assert keys(missing, outcome) == keys(rows, outcome), outcome
 
 
 def test_arms_review_without_assessments_is_not_estimable(small_cohort, small_cfg):
