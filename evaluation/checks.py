@@ -100,7 +100,8 @@ def balance(summary: Mapping[str, Any]) -> CheckOutcome:
     Parameters
     ----------
     summary : the summary of `survival_models.table_one` (its ``verdict``: ``balanced``,
-        ``max_abs_smd``, ``failing``; and ``weighting``).
+        ``max_abs_smd``, ``failing``, ``complete_imbalance`` (infinite SMD: one value in each
+        arm); and ``weighting``).
     """
     verdict = summary["verdict"]
     if verdict.get("not_estimable"):  # not a failure: the report says what could not be done
@@ -108,16 +109,23 @@ def balance(summary: Mapping[str, Any]) -> CheckOutcome:
             True, f"Balance after weighting is not estimable: {verdict['not_estimable']}."
         )
     failing = list(verdict.get("failing") or [])
+    complete = list(verdict.get("complete_imbalance") or [])
     max_smd = float(verdict["max_abs_smd"])
     passed = bool(verdict["balanced"]) and not failing
     weighting = summary.get("weighting", "")
+    named = [f"{c} (complete imbalance: one value in each arm)" if c in complete else c
+             for c in failing]  # fmt: skip
+    largest = "infinite" if math.isinf(max_smd) else f"{max_smd:.3f}"
     text = (
-        f"Every |SMD| < 0.1 after weighting ({weighting}); the largest is {max_smd:.3f}."
+        f"Every |SMD| < 0.1 after weighting ({weighting}); the largest is {largest}."
         if passed
         else f"Not balanced after weighting ({weighting}): |SMD| >= 0.1 for "
-        f"{', '.join(failing) or 'a covariate'} (largest {max_smd:.3f})."
+        f"{', '.join(named) or 'a covariate'} (largest {largest})."
     )
-    return CheckOutcome(passed, text, {"max_abs_smd": max_smd, "not_balanced": failing})
+    metadata: dict[str, Any] = {"not_balanced": failing, "complete_imbalance": complete}
+    if math.isfinite(max_smd):  # metadata numbers are finite: an infinite SMD is named above
+        metadata["max_abs_smd"] = max_smd
+    return CheckOutcome(passed, text, metadata)
 
 
 def cox_convergence(cox: pd.DataFrame) -> CheckOutcome:

@@ -7,6 +7,7 @@ standardised mean differences before and after weighting (target |SMD| < 0.1).
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, Literal
 
@@ -169,6 +170,15 @@ def _mean_var(x: np.ndarray, w: np.ndarray | None) -> tuple[float, float]:
     return m, v
 
 
+def _smd(diff: float, pooled: float) -> float:
+    """diff / pooled. With no spread within either arm (pooled SD 0): 0 where the arms have
+    the same value, and +-infinity where they differ: complete imbalance, the covariate on
+    its own tells the arms apart (0 there would read as perfect balance)."""
+    if pooled == 0:
+        return 0.0 if diff == 0 else math.copysign(math.inf, diff)
+    return float(diff / pooled)
+
+
 def balance_table(
     df: pd.DataFrame,
     treatment_col: str,
@@ -179,10 +189,12 @@ def balance_table(
 
     SMD = (mean_treated - mean_control) / sqrt((sd_treated^2 + sd_control^2) / 2) with the SDs
     of the *unweighted* groups in the denominator both before and after weighting (the usual
-    convention, so that weighting changes only the numerator). Missing values are left out
-    covariate by covariate. Columns: covariate, mean_treated, mean_control, sd_treated,
-    sd_control, smd_unweighted, and with ``weights`` also wmean_treated, wmean_control,
-    wsd_treated, wsd_control, smd_weighted.
+    convention, so that weighting changes only the numerator). A covariate constant within
+    each arm at different values has SMD +-infinity (complete imbalance; `_smd`); a
+    continuous one with fewer than two values observed in an arm (no SD) NaN. Missing values
+    are left out covariate by covariate. Columns: covariate, mean_treated, mean_control,
+    sd_treated, sd_control, smd_unweighted, and with ``weights`` also wmean_treated,
+    wmean_control, wsd_treated, wsd_control, smd_weighted.
     """
     d = _to_pandas(df)
     z = _treatment(d, treatment_col)
@@ -202,7 +214,7 @@ def balance_table(
             row[f"sd_{name}"] = float(np.sqrt(stats_arm[name][1]))
         pooled = np.sqrt((stats_arm["treated"][1] + stats_arm["control"][1]) / 2)
         diff = stats_arm["treated"][0] - stats_arm["control"][0]
-        row["smd_unweighted"] = float(diff / pooled) if pooled > 0 else 0.0
+        row["smd_unweighted"] = _smd(diff, pooled)
         if w_all is not None:
             wstats = {}
             for arm, name in ((1, "treated"), (0, "control")):
@@ -211,7 +223,7 @@ def balance_table(
                 row[f"wmean_{name}"] = wstats[name][0]
                 row[f"wsd_{name}"] = float(np.sqrt(wstats[name][1]))
             wdiff = wstats["treated"][0] - wstats["control"][0]
-            row["smd_weighted"] = float(wdiff / pooled) if pooled > 0 else 0.0
+            row["smd_weighted"] = _smd(wdiff, pooled)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -219,16 +231,20 @@ def balance_table(
 def balance_verdict(table: pd.DataFrame, threshold: float = 0.1) -> dict[str, Any]:
     """Whether every |SMD| is below ``threshold`` (weighted SMDs when the table has them).
 
-    Output: {"balanced", "threshold", "column", "max_abs_smd", "failing"} with ``failing`` the
-    covariates at or above the threshold (to be reported, as the analysis plan asks).
+    Output: {"balanced", "threshold", "column", "max_abs_smd", "failing",
+    "complete_imbalance"} with ``failing`` the covariates at or above the threshold (to be
+    reported, as the analysis plan asks) and ``complete_imbalance`` those of them with an
+    infinite SMD (``max_abs_smd`` is then infinite).
     """
     col = "smd_weighted" if "smd_weighted" in table.columns else "smd_unweighted"
     smd = table[col].abs()
     failing = table.loc[smd >= threshold, "covariate"].tolist()
+    complete = table.loc[np.isinf(smd), "covariate"].tolist()
     return {
         "balanced": not failing,
         "threshold": threshold,
         "column": col,
         "max_abs_smd": float(smd.max()) if len(smd) else 0.0,
         "failing": failing,
+        "complete_imbalance": complete,
     }

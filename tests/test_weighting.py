@@ -135,6 +135,33 @@ def test_balance_verdict_threshold():
     assert balance_verdict(table, threshold=0.2)["balanced"]
 
 
+def test_a_covariate_constant_within_each_arm_is_completely_imbalanced():
+    """Hand computation: every pilot person is on licence and no comparison person is, so
+    each arm's SD is 0 and the difference in means 1: the SMD is 1 / 0, infinite (it was
+    reported as 0, perfect balance). The same value in both arms is balanced (SMD 0); a
+    negative difference is -infinity. The verdict names it as not balanced and completely
+    imbalanced, whatever the weights."""
+    z = np.repeat([1.0, 0.0], [30, 70])
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame(
+        {"pilot": z, "on_licence": z, "off_licence": 1 - z, "male": np.ones(100),
+         "age": rng.normal(40, 10, 100)}
+    )  # fmt: skip
+    covs = ["on_licence", "off_licence", "male", "age"]
+    bt = balance_table(df, "pilot", covs, weights=rng.uniform(0.5, 2, 100))
+    smd = bt.set_index("covariate")
+    assert smd.loc["on_licence", "smd_unweighted"] == np.inf
+    assert smd.loc["on_licence", "smd_weighted"] == np.inf
+    assert smd.loc["off_licence", "smd_unweighted"] == -np.inf
+    assert smd.loc["male", "smd_unweighted"] == 0.0 and smd.loc["male", "smd_weighted"] == 0.0
+    assert np.isfinite(smd.loc["age", "smd_weighted"])
+    v = balance_verdict(bt)
+    assert not v["balanced"] and v["max_abs_smd"] == np.inf
+    assert {"on_licence", "off_licence"} <= set(v["failing"])
+    assert v["complete_imbalance"] == ["on_licence", "off_licence"]
+    assert balance_verdict(bt.iloc[2:])["complete_imbalance"] == []
+
+
 def test_bad_inputs(confounded):
     df = confounded.copy()
     df.loc[3, "age"] = np.nan
@@ -144,3 +171,47 @@ def test_bad_inputs(confounded):
         propensity_weights(confounded.assign(pilot=1), "pilot", COVS)
     with pytest.raises(ValueError, match="unknown weighting"):
         propensity_weights(confounded, "pilot", COVS, "ipw")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("weighting", ["iptw_att", "none"])
+def test_complete_imbalance_is_published_and_fails_the_balance_check(pilot_cfg, weighting):
+    """A synthetic cohort in which every pilot person is on licence and no comparison person
+    is: Table 1 (the pipeline's, then the published one) shows "complete imbalance" for it
+    (it showed 0.000), names it among the characteristics not balanced (the report's
+    sentence joins that list) and explains it under the table. Weighted, the arms cannot
+    be weighted (the balance check is not estimable); unweighted, the SMD after "weighting"
+    is the same infinite one and the balance check fails, naming it."""
+    import polars as pl
+
+    from evaluation import checks
+    from evaluation import survival_models as sm
+    from evaluation.publish.cohort import table_one
+    from evaluation.publish.estimates import Results
+    from evaluation.synth import synthetic_cohort
+
+    cfg = pilot_cfg.model_copy(
+        update={"analysis": pilot_cfg.analysis.model_copy(update={"weighting": weighting})}
+    )
+    cohort = synthetic_cohort(cfg, seed=5, scale=0.1)[0]
+    df, _ = sm.analysis_frame(cohort.with_columns(on_licence=pl.col("pilot") == 1), cfg)
+    t1, summary = sm.table_one(df, cfg)
+    smd = t1.set_index("covariate")
+    assert smd.loc["on_licence", "smd_unweighted"] == np.inf
+    published, verdict = table_one(t1, Results({"estimates": []}), cfg)
+    row = published.frame.set_index("Characteristic").loc["On licence at the index date (%)"]
+    assert row["SMD before weighting"] == "complete imbalance"
+    label = "On licence at the index date (complete imbalance)"
+    assert label in verdict["failing_before"]
+    assert "one value for everyone in the pilot forces" in published.note
+    check = checks.balance(summary)
+    if weighting == "none":
+        assert row["SMD after weighting"] == "complete imbalance"
+        assert label in verdict["failing"] and not verdict["balanced"]
+        assert not check.passed
+        assert "on_licence (complete imbalance: one value in each arm)" in check.description
+        assert "largest infinite" in check.description
+        assert check.metadata["complete_imbalance"] == ["on_licence"]
+        assert "max_abs_smd" not in check.metadata  # metadata numbers are finite
+    else:
+        assert row["SMD after weighting"] == "–"  # not weighted: no weighted SMD
+        assert check.passed and "not estimable" in check.description

@@ -33,6 +33,7 @@ COVARIATE_LABELS = {
     "mappa_level": "MAPPA level",
 }
 BINARY = {"male", "contact_offence", "on_licence"}
+COMPLETE_IMBALANCE = "complete imbalance"  # an infinite SMD (weighting.balance_table)
 EXCLUSIONS = {
     "excluded_not_eligible": "Not under management in the entry window",
     "excluded_no_follow_up": "No follow-up before the cut-off",
@@ -132,10 +133,27 @@ def _mean(mean: float, sd: float | None, digits: int) -> str:
     return f"{fmt_num(mean, digits)} ({fmt_num(sd, digits)})"
 
 
+def _smd(smd: float | None) -> str:
+    """An SMD as published: an infinite one (one value in each arm) is "complete imbalance"."""
+    return COMPLETE_IMBALANCE if smd is not None and math.isinf(smd) else fmt_num(smd, 3)
+
+
+def _unbalanced(t1: pd.DataFrame, column: str) -> list[str]:
+    """The characteristics with |SMD| >= 0.1 in `column`, complete imbalance said so."""
+    return [
+        f"{COVARIATE_LABELS.get(c, c)} ({COMPLETE_IMBALANCE})" if math.isinf(s)
+        else COVARIATE_LABELS.get(c, c)
+        for c, s in zip(t1["covariate"], t1[column].abs(), strict=True)
+        if s >= 0.1
+    ]  # fmt: skip
+
+
 def table_one(t1: pd.DataFrame, res: Results, cfg: StudyConfig) -> tuple[Table, dict[str, Any]]:
     """Table 1 by arm: means (SD) or percentages, SMD before and after weighting. A share is
     withheld where fewer than min_cell people of an arm have (or lack) the characteristic;
-    the weighted comparison share is a share of the same people, so it follows the same rule."""
+    the weighted comparison share is a share of the same people, so it follows the same rule.
+    A characteristic with one value in each arm shows "complete imbalance" (its SMD is
+    infinite) and is named among those not balanced."""
     n = arm_sizes(res)
     weighted = cfg.analysis.weighting != "none"
     rows = []
@@ -164,9 +182,9 @@ def table_one(t1: pd.DataFrame, res: Results, cfg: StudyConfig) -> tuple[Table, 
                 "Characteristic": label,
                 "Pilot forces": pilot,
                 "Comparison forces": comp,
-                "SMD before weighting": fmt_num(r["smd_unweighted"], 3),
+                "SMD before weighting": _smd(r["smd_unweighted"]),
                 "Comparison forces, weighted": wcomp,
-                "SMD after weighting": fmt_num(r["smd_weighted"], 3),
+                "SMD after weighting": _smd(r["smd_weighted"]),
             }
         )
     rows.insert(
@@ -181,14 +199,9 @@ def table_one(t1: pd.DataFrame, res: Results, cfg: StudyConfig) -> tuple[Table, 
         },
     )
     smd = t1["smd_weighted"].abs()
-    failing = [
-        COVARIATE_LABELS.get(c, c) for c, s in zip(t1["covariate"], smd, strict=True) if s >= 0.1
-    ]
-    before = [
-        COVARIATE_LABELS.get(c, c)
-        for c, s in zip(t1["covariate"], t1["smd_unweighted"].abs(), strict=True)
-        if s >= 0.1
-    ]
+    failing = _unbalanced(t1, "smd_weighted")
+    before = _unbalanced(t1, "smd_unweighted")
+    complete = t1[["smd_unweighted", "smd_weighted"]].abs().eq(math.inf).any(axis=None)
     verdict = {
         "balanced": not failing,
         "failing": failing,
@@ -204,6 +217,11 @@ def table_one(t1: pd.DataFrame, res: Results, cfg: StudyConfig) -> tuple[Table, 
             "(SMD: standardised mean difference; below 0.1 in absolute value counts as balanced)",
             pd.DataFrame(rows),
             counts=(),
+            note="Complete imbalance: the characteristic has one value for everyone in the "
+            "pilot forces and another for everyone in the comparison forces, so the "
+            "difference cannot be standardised and no weighting can balance it."
+            if complete
+            else "",
         ),
         verdict,
     )
