@@ -191,12 +191,38 @@ def _exchangeable_moment(y, mu, groups, w) -> float:
     weighted mean of r^2 (the scale). With w = 1 it is statsmodels' Exchangeable.update
     without a degrees-of-freedom adjustment; that update reads one weight per force
     (``model.weights[i]`` for force i, statsmodels 0.15), which propensity weights, varying
-    within a force, do not have."""
-    r = (y - mu) / np.sqrt(mu * (1 - mu))
-    wr = w * r
-    pairs = (np.bincount(groups, wr) ** 2 - np.bincount(groups, wr * wr)).sum()
-    pair_weight = (np.bincount(groups, w) ** 2 - np.bincount(groups, w * w)).sum()
-    return float((pairs / pair_weight) / (np.sum(wr * r) / np.sum(w)))
+    within a force, do not have. NaN when there is no pair (one person per force) or a fitted
+    risk is 0 or 1 (its residual is not defined): `_correlation_problem` says which."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = (y - mu) / np.sqrt(mu * (1 - mu))
+        wr = w * r
+        pairs = (np.bincount(groups, wr) ** 2 - np.bincount(groups, wr * wr)).sum()
+        pair_weight = (np.bincount(groups, w) ** 2 - np.bincount(groups, w * w)).sum()
+        return float((pairs / pair_weight) / (np.sum(wr * r) / np.sum(w)))
+
+
+def _correlation_problem(correlation: float, largest: int) -> str | None:
+    """Why an estimated exchangeable correlation cannot be a working correlation, in plain
+    words (`largest`: the people in the largest force); None when it can: it must lie in
+    (-1/(largest - 1), 1), or some force's working covariance is not positive definite."""
+    if largest < 2:
+        return (
+            "no force has two people with the outcome observed, so there is no correlation "
+            "within a force to estimate"
+        )
+    if not math.isfinite(correlation):
+        return (
+            "the correlation within a force could not be estimated: the model predicts some "
+            "people's outcome with certainty (a fitted chance of 0 or 1)"
+        )
+    if not -1 / (largest - 1) < correlation < 1:
+        return (
+            f"the estimated within-force correlation ({correlation:.2g}) is not a valid "
+            "exchangeable correlation: it must lie above -1/(n - 1), n the number of "
+            "people in the largest force, and below 1, or the working covariance is not "
+            "positive definite"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -254,18 +280,13 @@ def _gee_fits(y, X, groups, weights) -> dict[str, GeeFit]:
     out = {"independence": GeeFit("independence", 0.0, res, messages=msgs)}
     w = weights if weights is not None else np.ones(len(y))
     largest = int(np.bincount(groups).max())
-    lower = -1 / (largest - 1) if largest > 1 else -np.inf
     alpha = None
     for _ in range(EXCHANGEABLE_UPDATES):
         new = _exchangeable_moment(y, 1 / (1 + np.exp(-X @ res.params)), groups, w)
-        if not lower < new < 1:
-            why = (
-                f"the estimated within-force correlation ({new:.2g}) is not a valid "
-                "exchangeable correlation: it must lie above -1/(n - 1), n the number of "
-                "people in the largest force, and below 1, or the working covariance is not "
-                "positive definite"
-            )
-            return out | {"exchangeable": GeeFit("exchangeable", new, reason=why)}
+        why = _correlation_problem(new, largest)
+        if why is not None:
+            known = new if math.isfinite(new) else None
+            return out | {"exchangeable": GeeFit("exchangeable", known, reason=why)}
         if alpha is not None and abs(new - alpha) <= CORRELATION_TOLERANCE:
             return out | {"exchangeable": GeeFit("exchangeable", alpha, res, messages=msgs)}
         alpha = new

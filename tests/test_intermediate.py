@@ -311,21 +311,77 @@ def test_published_sensitivity_column(pilot_cfg):
     and withholds it with the rest of a row that describes too few people."""
     from evaluation.publish.intermediate import intermediate_table
 
+    table = intermediate_table(_published_rows(), pilot_cfg)
+    column = table.frame["Sensitivity: odds ratio (95% CI)"]
+    assert list(column) == ["1.28 (1.17 to 1.40)", "not estimable", "withheld", "not estimable"]
+    assert "exchangeable working correlation" in table.note
+
+
+def _published_rows() -> pd.DataFrame:
     base = {"n": 400, "events": 200, "odds_ratio": 1.3, "ci_low": 1.0, "ci_high": 1.7,
             "p_value": 0.04, "risk_pilot": 0.55, "risk_comparison": 0.5,
-            "risk_difference": 0.05, "rd_ci_low": 0.0, "rd_ci_high": 0.1,
+            "risk_difference": 0.05, "rd_ci_low": 0.0, "rd_ci_high": 0.1, "reason": None,
             "sensitivity_odds_ratio": 1.28, "sensitivity_ci_low": 1.171,
             "sensitivity_ci_high": 1.4, "sensitivity_reason": None}  # fmt: skip
     invalid = {"sensitivity_odds_ratio": None, "sensitivity_ci_low": None,
                "sensitivity_ci_high": None, "sensitivity_reason": "not valid"}  # fmt: skip
-    est = pd.DataFrame(
+    why = "the model did not converge (7 people in one force)"
+    neither = {key: None for key in base if key not in ("n", "events")}
+    return pd.DataFrame(
         [
             {**base, "outcome": "employed"},
             {**base, **invalid, "outcome": "protective_gain"},
             {**base, "outcome": "risk_step_down", "events": 6},
+            {**neither, "n": 400, "events": 200, "outcome": "community_activity",
+             "reason": why, "sensitivity_reason": why},
         ]
+    )  # fmt: skip
+
+
+def test_published_table_gives_the_reason_a_model_is_not_estimable(pilot_cfg):
+    """Where a GEE was not estimable its cells say so (they were dashes) and the note gives
+    the reason under disclosure control (7 people published as "<10 people", min_cell 10),
+    once where both models share it; a sensitivity model's own reason is given too. A row
+    withheld for too few people gives no reason."""
+    from evaluation.publish.intermediate import intermediate_table
+
+    assert pilot_cfg.disclosure.min_cell == 10
+    table = intermediate_table(_published_rows(), pilot_cfg)
+    row = table.frame.set_index("Outcome at 12 months").loc["Taking part in a community activity"]
+    assert set(row.drop(["People observed", "With the outcome"])) == {"not estimable"}
+    assert table.note.endswith(
+        " More protective factors than at baseline, sensitivity model: not estimable (not "
+        "valid). Taking part in a community activity: not estimable (the model did not "
+        "converge (<10 people in one force))."
     )
-    table = intermediate_table(est, pilot_cfg)
-    column = table.frame["Sensitivity: odds ratio (95% CI)"]
-    assert list(column) == ["1.28 (1.17 to 1.40)", "not estimable", "withheld"]
-    assert "exchangeable working correlation" in table.note and "-1/(n - 1)" in table.note
+    assert "7 people" not in table.note and "Risk level lower" not in table.note
+
+
+def test_a_correlation_that_cannot_be_computed_has_a_plain_reason():
+    """The exchangeable correlation is NaN with no pair of people in any force, or with a
+    fitted risk of exactly 0 or 1 (its Pearson residual is 0/0, hand check); the sensitivity
+    model is then not estimable with a reason in words, never "correlation (nan)"."""
+    from evaluation.intermediate import _correlation_problem
+
+    rng = np.random.default_rng(8)
+    y = (rng.random(60) < 0.4).astype(float)
+    pilot = (np.arange(60) < 30).astype(float)
+    X = np.column_stack([np.ones(60), pilot])
+    # one person per force: no pair
+    ex = _gee_fits(y, X, np.arange(60), None)["exchangeable"]
+    assert ex.result is None and ex.correlation is None
+    assert ex.reason.startswith("no force has two people with the outcome observed")
+    assert "nan" not in ex.reason
+    # a fitted risk of 1
+    g = np.repeat(np.arange(6), 10)
+    mu = np.full(60, 0.4)
+    mu[0], y[0] = 1.0, 1.0
+    moment = _exchangeable_moment(y, mu, g, np.ones(60))
+    assert math.isnan(moment)
+    why = _correlation_problem(moment, 10)
+    assert "predicts some people's outcome with certainty" in why and "nan" not in why
+    # the bounds (hand: -1/(10 - 1) = -0.111 for forces of 10)
+    assert _correlation_problem(0.3, 10) is None
+    assert "(-0.12) is not a valid" in _correlation_problem(-0.12, 10)
+    assert _correlation_problem(-0.11, 10) is None
+    assert "not a valid" in _correlation_problem(1.0, 10)
