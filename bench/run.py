@@ -184,7 +184,9 @@ def bare(config: str, drop: str, out: str, validate: bool = False) -> dict:
     rows = [*survival.estimates, *did_rows, *gee_rows, *arms_rows]
     restricted, published = Path(out) / "restricted", Path(out) / "published"
     looks = interim.read_looks(restricted)
-    rows += interim.interim_estimates(rows, cfg, looks, sm.headline_inference(cfg))
+    rows += interim.interim_estimates(
+        rows, cfg, looks, sm.headline_inference(cfg), survival.inference
+    )
     extracts = [
         {"force": r["force"], "extract_date": r["delivery"], "sha256": r["content_sha256"]}
         for r in dq.filter(pl.col("in_use")).iter_rows(named=True)

@@ -118,6 +118,10 @@ COLUMNS: dict[str, str] = {
     "detail": "What was done or went wrong for this inference (draws, failures).",
     "seconds": "Seconds taken to compute the row.",
     "p_holm": "Holm-adjusted p-value across the secondary outcomes.",
+    "p_benefit": "One-sided permutation p-value for benefit: share of assignments at least as "
+    "favourable to the pilot as observed (permutation rows; used by the interim looks).",
+    "p_harm": "One-sided permutation p-value for harm: share of assignments at least as "
+    "unfavourable to the pilot as observed (permutation rows; used by the interim looks).",
     # survival curves, RMST, power
     "estimator": "Curve estimator: km (Kaplan-Meier) or aalen_johansen (cumulative incidence).",
     "time": "Days since the index date.",

@@ -724,6 +724,7 @@ def twfe_poisson(
     permutations: int = 999,
     seed: int = 1,
     alpha: float = 0.05,
+    exact_limit: int = EXACT_PERMUTATION_LIMIT,
 ) -> dict:
     """Poisson TWFE rate ratio of `post` for one outcome, on force-month counts.
 
@@ -736,8 +737,8 @@ def twfe_poisson(
     the two), computed directly: the MLE by iterative proportional fitting and the sandwich
     by Frisch–Waugh–Lovell, because the dense design (a column per force and per month) is
     slow to refit and the permutation test refits it under every reassignment of the pilot
-    forces (`assignments`, row 0 observed; built here when None), comparing |log RR|. CI: t
-    with forces - 1 df.
+    forces (`assignments`, row 0 observed; built here when None by `force_assignments` with
+    `permutations`, `seed` and `exact_limit`), comparing |log RR|. CI: t with forces - 1 df.
 
     Returns {"rate_ratio", "log_rate_ratio", "se", "ci_low", "ci_high", "p_cluster",
     "p_permutation", "permutations", "exhaustive", "forces", "force_months", "events",
@@ -750,7 +751,7 @@ def twfe_poisson(
     post = _panel_matrices(d.assign(post=d["post"].astype(float)), ["post"])[2][:, :, 0] > 0
     pilot = d.groupby("force", sort=True)["pilot"].first().to_numpy().astype(bool)
     if assignments is None:
-        assignments, exhaustive = force_assignments(pilot, permutations, seed)
+        assignments, exhaustive = force_assignments(pilot, permutations, seed, exact_limit)
     else:
         exhaustive = None
     beta_obs, mu = _poisson_fe_beta(Y, E, post[None], return_mu=True)
@@ -1016,19 +1017,20 @@ def did_estimates(
 ) -> tuple[dict[str, pd.DataFrame], list[Estimate]]:
     """Callaway–Sant'Anna and Poisson TWFE on the force-month panel, every outcome.
 
-    Input: `force_month_panel(...)` and the config (analysis.permutations, bootstrap_reps,
-    seed, cluster_inference). Units are forces, periods months (the ascertained months every
-    force has, see `analysis_panel`), groups the pilot go-live months (comparison forces
-    never treated), outcome the rate per 1,000 person-months, forces weighted by their
-    pre-go-live person-months. Each month is compared with the mean of the group's
-    pre-go-live months (`base_period="pre_mean"`, all of them unless `base_window`): one
-    force-month holds only a handful of events, so a single base month (R's g - 1) would put
-    its noise into every post-period cell. Event-study coefficients (`window`, months) are
-    then each month's difference from that pre-period mean, before and after go-live.
+    Input: `force_month_panel(...)` and the config (analysis.permutations,
+    exact_permutation_limit, bootstrap_reps, seed, cluster_inference). Units are forces, periods
+    months (the ascertained months every force has, see `analysis_panel`), groups the pilot
+    go-live months (comparison forces never treated), outcome the rate per 1,000 person-months,
+    forces weighted by their pre-go-live person-months. Each month is compared with the mean of
+    the group's pre-go-live months (`base_period="pre_mean"`, all of them unless `base_window`):
+    one force-month holds only a handful of events, so a single base month (R's g - 1) would put
+    its noise into every post-period cell. Event-study coefficients (`window`, months) are then
+    each month's difference from that pre-period mean, before and after go-live.
 
     Inference. Headline: a force-level permutation test (pilot forces reassigned, each going
     live at its own configured date, a comparison force at its pseudo go-live; every
-    assignment when there are at most analysis.permutations, else a seeded sample) of the
+    assignment when there are at most analysis.exact_permutation_limit (or
+    analysis.permutations), else analysis.permutations drawn with analysis.seed) of the
     studentised estimate, with a CI by test inversion (constant additive effect). Sensitivity:
     a wild cluster (multiplier) bootstrap by force with Webb weights. With one force per
     go-live month, a pilot force's own noise has zero influence function, so the analytic
@@ -1067,7 +1069,10 @@ def did_estimates(
     D_obs = (pilot[:, None] & (times[None, :] >= go_live[:, None])).astype(float)
     Yaug = np.concatenate([Y, D_obs[:, :, None]], axis=2)
 
-    assignments, exhaustive = force_assignments(pilot, a.permutations, a.seed)
+    # the same assignments for the TWFE permutation test and the placebo go-live below
+    assignments, exhaustive = force_assignments(
+        pilot, a.permutations, a.seed, a.exact_permutation_limit
+    )
     perm = _permutation_stats(
         Yaug, w, times, go_live, assignments, window, base_period, base_window
     )

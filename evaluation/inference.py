@@ -12,7 +12,8 @@ engine in ``evaluation.survival``:
 
 Common inputs: adjusters ``X`` (n x p, without the pilot column; may be None), ``time``,
 ``event``, person-level ``treated`` (0/1, constant within force), force labels ``cluster``,
-optional case ``weights`` and delayed ``entry``. The pilot column is the first model term.
+optional case ``weights`` and delayed ``entry``, and the Cox ``ties`` (``analysis.ties``:
+Efron or Breslow, as ``fit_cox``). The pilot column is the first model term.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from scipy import stats
 
 from evaluation.config import Analysis
 from evaluation.survival import (
+    Ties,
     _as_float,
     _between,
     _check_inputs,
@@ -50,6 +52,7 @@ __all__ = [
     "BootstrapResult",
     "JackknifeResult",
     "PermutationResult",
+    "exact_permutation",
     "jackknife",
     "leave_one_force_out",
     "permutation_test",
@@ -160,17 +163,23 @@ def _set_pilot_column(pr: _CoxProblem, zs: np.ndarray) -> None:
 
 
 def _set_weights(pr: _CoxProblem, ws: np.ndarray) -> None:
-    ri = pr.ri
+    """New person weights (sorted rows): the events' weights as ``_CoxProblem`` sets them."""
     pr.w = ws
-    dr = ri.death_rows
-    wd = np.add.reduceat(ws[dr], ri.death_starts)
-    pr.mw = (wd / ri.d)[ri.death_j]
+    pr.mw = _CoxProblem(pr.ri, pr.Xs[:, :0], ws, None).mw
     pr.set_X(pr.Xs)
 
 
 # Every assignment is enumerated (an exact test) when there are at most this many
 # (`analysis.exact_permutation_limit`'s default): 1,287 for 5 pilots among 13 forces.
 EXACT_PERMUTATION_LIMIT: int = Analysis.model_fields["exact_permutation_limit"].default
+
+
+def exact_permutation(total: int, max_perm: int, exact_limit: int) -> bool:
+    """Whether all ``total`` assignments are used (an exact test) rather than a sample of
+    ``max_perm``: there are at most ``exact_limit`` (``analysis.exact_permutation_limit``),
+    or at most ``max_perm`` (``analysis.permutations``). The one rule for the Cox and the
+    difference-in-differences permutation tests and the report's description of them."""
+    return total <= max(exact_limit, max_perm)
 
 
 def _assignments(
@@ -190,7 +199,7 @@ def _assignments(
     g1 = int(observed.sum())
     obs = tuple(int(i) for i in np.flatnonzero(observed))
     total = math.comb(G, g1)
-    if total <= max(exact_limit, max_perm):
+    if exact_permutation(total, max_perm, exact_limit):
         others = [c for c in itertools.combinations(range(G), g1) if c != obs]
         return [obs, *others], total, True
     rng = np.random.default_rng(seed)
@@ -215,6 +224,10 @@ class PermutationResult:
 
     ``t_perm`` holds the statistic for every assignment evaluated (the observed one first);
     ``p_value`` is the share with |t*| >= |t_obs| (so at least ``min_p`` = 1 / n_used).
+    One-sided, from the same distribution (not half of ``p_value``, which is exact only for
+    a symmetric one): ``p_benefit`` is the share with t* <= t_obs (at least as favourable to
+    the pilot: a negative t is a hazard ratio below 1), ``p_harm`` the share with
+    t* >= t_obs. Assignments that failed count as extreme in every direction.
     """
 
     statistic: str
@@ -223,6 +236,8 @@ class PermutationResult:
     se_robust: float
     t_obs: float
     p_value: float
+    p_benefit: float
+    p_harm: float
     n_assignments: int
     n_used: int
     exhaustive: bool
@@ -248,6 +263,7 @@ def permutation_test(
     max_perm: int = 999,
     seed: int = 0,
     exact_limit: int = EXACT_PERMUTATION_LIMIT,
+    ties: Ties = "efron",
     statistic: Literal["score", "wald"] = "score",
     reweight: Callable[[np.ndarray], np.ndarray] | None = None,
     ci: bool = True,
@@ -292,7 +308,7 @@ def permutation_test(
     Z = np.zeros((len(assign), G))
     for k, a in enumerate(assign):
         Z[k, list(a)] = 1.0
-    pr = _problem(s.Xa, s.t, s.ev, s.w, s.ent, None)
+    pr = _problem(s.Xa, s.t, s.ev, s.w, s.ent, None, ties)
     order = pr.ri.order
     codes_sorted = s.codes[order]
     factor = G / (G - 1) if cluster_adjust else 1.0
@@ -313,7 +329,14 @@ def permutation_test(
 
     # the observed estimate, for the reader (full fit, cluster-robust SE)
     full = fit_cox(
-        s.Xa, s.t, s.ev, weights=s.w, cluster=s.codes, entry=s.ent, cluster_adjust=cluster_adjust
+        s.Xa,
+        s.t,
+        s.ev,
+        weights=s.w,
+        cluster=s.codes,
+        entry=s.ent,
+        cluster_adjust=cluster_adjust,
+        ties=ties,
     )
     if not full.converged:
         warn.extend(full.warnings)
@@ -344,6 +367,7 @@ def permutation_test(
     else:
         raise ValueError("statistic must be 'score' or 'wald'")
     p_value = _perm_p(stats_out)
+    p_benefit, p_harm = _perm_p_one_sided(stats_out)
     t_obs = float(stats_out[0])
     if not np.isfinite(t_obs):
         warn.append("the observed statistic could not be computed")
@@ -374,6 +398,8 @@ def permutation_test(
         se_robust=float(full.se_used[0]),
         t_obs=t_obs,
         p_value=p_value,
+        p_benefit=p_benefit,
+        p_harm=p_harm,
         n_assignments=total,
         n_used=len(assign),
         exhaustive=exhaustive,
@@ -403,6 +429,20 @@ def _perm_p(stats_out: np.ndarray) -> float:
     # at least as extreme despite rounding; failed ones count as extreme (conservative)
     extreme = ~np.isfinite(stats_out) | (np.abs(stats_out) >= abs(t_obs) * (1 - 1e-9))
     return float(extreme.mean())
+
+
+def _perm_p_one_sided(stats_out: np.ndarray) -> tuple[float, float]:
+    """(share with t* <= t_obs, share with t* >= t_obs), the first statistic the observed
+    one; the same tolerance for ties with it as ``_perm_p``, failed ones extreme both ways."""
+    t_obs = stats_out[0]
+    if not np.isfinite(t_obs):
+        return float("nan"), float("nan")
+    tol = abs(t_obs) * 1e-9
+    failed = ~np.isfinite(stats_out)
+    with np.errstate(invalid="ignore"):
+        low = failed | (stats_out <= t_obs + tol)
+        high = failed | (stats_out >= t_obs - tol)
+    return float(low.mean()), float(high.mean())
 
 
 def _cluster_scores(
@@ -506,6 +546,7 @@ def wild_cluster_bootstrap(
     alpha: float = 0.05,
     ci: bool = True,
     names: list[str] | None = None,
+    ties: Ties = "efron",
 ) -> BootstrapResult:
     """WCR wild cluster score bootstrap (Kline & Santos 2012) with Webb 6-point weights.
 
@@ -522,10 +563,12 @@ def wild_cluster_bootstrap(
     s = _setup(X, time, event, treated, cluster, weights, entry, names)
     G = len(s.labels)
     warn: list[str] = []
-    fit = fit_cox(s.Xa, s.t, s.ev, weights=s.w, cluster=s.codes, entry=s.ent, names=s.names)
+    fit = fit_cox(
+        s.Xa, s.t, s.ev, weights=s.w, cluster=s.codes, entry=s.ent, names=s.names, ties=ties
+    )
     if not fit.converged:
         warn.extend(fit.warnings)
-    pr = _problem(s.Xa, s.t, s.ev, s.w, s.ent, None)
+    pr = _problem(s.Xa, s.t, s.ev, s.w, s.ent, None, ties)
     codes_sorted = s.codes[pr.ri.order]
     zs = s.Xa[pr.ri.order, 0]
     p = pr.p
@@ -610,6 +653,7 @@ def leave_one_force_out(
     weights: ArrayLike | None = None,
     entry: ArrayLike | None = None,
     names: list[str] | None = None,
+    ties: Ties = "efron",
 ) -> pd.DataFrame:
     """The pilot estimate refitted without each force in turn.
 
@@ -617,7 +661,7 @@ def leave_one_force_out(
     converged`` (robust SE clustered on the remaining forces).
     """
     s = _setup(X, time, event, treated, cluster, weights, entry, names)
-    full = fit_cox(s.Xa, s.t, s.ev, weights=s.w, entry=s.ent)
+    full = fit_cox(s.Xa, s.t, s.ev, weights=s.w, entry=s.ent, ties=ties)
     rows = []
     for g, label in enumerate(s.labels):
         keep = s.codes != g
@@ -634,6 +678,7 @@ def leave_one_force_out(
             cluster=s.codes[keep],
             entry=None if s.ent is None else s.ent[keep],
             init=full.coef if full.converged else None,
+            ties=ties,
         )
         rows.append(
             (
@@ -675,6 +720,7 @@ def jackknife(
     entry: ArrayLike | None = None,
     alpha: float = 0.05,
     names: list[str] | None = None,
+    ties: Ties = "efron",
 ) -> JackknifeResult:
     """CRV3 jackknife: Var = (G-1)/G sum_g (b_(g) - b)^2 over leave-one-force-out estimates.
 
@@ -682,8 +728,8 @@ def jackknife(
     more conservative than centring on the mean of the b_(g)); t with G - 1 df.
     """
     s = _setup(X, time, event, treated, cluster, weights, entry, names)
-    full = fit_cox(s.Xa, s.t, s.ev, weights=s.w, entry=s.ent)
-    lofo = leave_one_force_out(X, time, event, treated, cluster, weights, entry, names)
+    full = fit_cox(s.Xa, s.t, s.ev, weights=s.w, entry=s.ent, ties=ties)
+    lofo = leave_one_force_out(X, time, event, treated, cluster, weights, entry, names, ties)
     G = len(s.labels)
     b = float(full.coef[0])
     bg = lofo["estimate"].to_numpy()

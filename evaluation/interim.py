@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import optimize, special, stats
 
 from evaluation.config import StudyConfig
@@ -263,19 +264,48 @@ def _headline(rows: Iterable[Estimate], cfg: StudyConfig, inference: str) -> Est
     return None
 
 
+def _one_sided(
+    head: Estimate, cfg: StudyConfig, inference: str, few_cluster: pd.DataFrame | None
+) -> tuple[float, float]:
+    """The headline's one-sided p-values (benefit: HR < 1, harm: HR > 1).
+
+    Permutation: taken directly from the permutation distribution (``few_cluster``'s
+    ``p_benefit``/``p_harm``, the shares of assignments at least as favourable / as harmful
+    as observed), which need not be symmetric. Otherwise the two-sided p is halved in the
+    direction of the estimate (1 minus half of it in the other). For the wild cluster
+    bootstrap that rule is kept because it is exact for its distribution: the Webb weights
+    are symmetric (v and -v equally likely) and t* changes sign with v, so the bootstrap
+    distribution of the score t is symmetric by construction (the draws only up to Monte
+    Carlo error); for a normal (cluster-robust) p it is exact too."""
+    if inference == "permutation" and few_cluster is not None:
+        sel = few_cluster[
+            (few_cluster.outcome == cfg.analysis.primary_outcome)
+            & (few_cluster.inference == "permutation")
+        ]
+        if len(sel) == 1 and np.isfinite(sel[["p_benefit", "p_harm"]].to_numpy(float)).all():
+            return float(sel.p_benefit.iloc[0]), float(sel.p_harm.iloc[0])
+    hr, p = head.estimate, head.p_value
+    return (p / 2 if hr < 1 else 1 - p / 2), (p / 2 if hr > 1 else 1 - p / 2)
+
+
 def interim_estimates(
-    rows: Iterable[Estimate], cfg: StudyConfig, looks: Sequence[Mapping[str, Any]], inference: str
+    rows: Iterable[Estimate],
+    cfg: StudyConfig,
+    looks: Sequence[Mapping[str, Any]],
+    inference: str,
+    few_cluster: pd.DataFrame | None,
 ) -> list[Estimate]:
     """The interim rows of results.json for the primary outcome (none without a monitoring
-    plan), from its headline Cox row (``inference``, e.g. permutation):
+    plan), from its headline Cox row (``inference``, e.g. permutation) and, for a permutation
+    headline, the one-sided p-values of ``few_cluster`` (``survival_models.
+    few_cluster_inference``'s frame; None: none available):
 
     * ``information_fraction``: the look's fraction t (``events`` the events so far);
     * ``z_boundary``, term ``look_k_of_K``: the efficacy boundary b_k, with ``p_value`` the
       headline's one-sided p-value for benefit (HR < 1); term ``look_k_of_K_harm``: -b_k,
       with the one-sided p-value for harm. The boundary is crossed when that p-value is at
-      most 1 - Phi(b_k). A permutation or bootstrap p-value is two-sided: the one-sided one
-      is half of it in the direction of the estimate (exact for a symmetric null
-      distribution), 1 minus half of it in the other;
+      most 1 - Phi(b_k). The one-sided p-values are those of ``_one_sided``: a permutation
+      test's from its permutation distribution, a bootstrap's half its two-sided p;
     * ``repeated_ci``: the hazard ratio with its repeated confidence interval, each side of
       the headline 95 % interval on the log scale widened by b_k / 1.96 (at the boundary's
       level; Jennison & Turnbull 1989).
@@ -299,9 +329,8 @@ def interim_estimates(
         ]
     look = current_look(cfg, int(head.events or 0), looks)
     b = look.boundary
-    hr, p = head.estimate, head.p_value
-    p_benefit = p / 2 if hr < 1 else 1 - p / 2
-    p_harm = p / 2 if hr > 1 else 1 - p / 2
+    hr = head.estimate
+    p_benefit, p_harm = _one_sided(head, cfg, inference, few_cluster)
     n, events = head.n, head.events
     rows_out = [
         Estimate(

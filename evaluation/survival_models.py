@@ -693,6 +693,8 @@ _INF_COLS = [
     "usable",
     "detail",
     "seconds",
+    "p_benefit",
+    "p_harm",
 ]
 
 
@@ -701,13 +703,16 @@ def few_cluster_inference(
 ) -> pd.DataFrame:
     """Force-level inference for the primary model's pilot hazard ratio, every outcome.
 
-    Rows per outcome: ``cluster_robust`` (from the primary Cox fit), ``permutation``
-    (``analysis.permutations`` assignments, seed ``analysis.seed``), ``wild_cluster_bootstrap``
+    Rows per outcome: ``cluster_robust`` (from the primary Cox fit), ``permutation`` (every
+    assignment when there are at most ``analysis.exact_permutation_limit``, else
+    ``analysis.permutations`` drawn with seed ``analysis.seed``), ``wild_cluster_bootstrap``
     (``analysis.bootstrap_reps`` Webb draws), ``jackknife_crv3`` and one
-    ``leave_one_force_out`` row per force (``force``, ``arm`` set). Columns: see
-    ``_INF_COLS``; ``estimate`` is the log hazard ratio, ``hr``/``ci_low``/``ci_high`` on the
-    HR scale, ``p_holm`` the Holm-adjusted p over the secondary outcomes within each
-    inference (the primary outcome's p is unadjusted). ``cox`` (from ``cox_models``) decides
+    ``leave_one_force_out`` row per force (``force``, ``arm`` set), all with the Cox ties of
+    ``analysis.ties``. Columns: see ``_INF_COLS``; ``estimate`` is the log hazard ratio,
+    ``hr``/``ci_low``/``ci_high`` on the HR scale, ``p_benefit``/``p_harm`` the one-sided
+    permutation p-values (permutation rows only; the interim looks use them), ``p_holm`` the
+    Holm-adjusted p over the secondary outcomes within each inference (the primary
+    outcome's p is unadjusted). ``cox`` (from ``cox_models``) decides
     usability; it is refitted when omitted. Outcomes without a usable model get rows with
     NaN estimates and the reason in ``detail``.
     """
@@ -746,7 +751,14 @@ def few_cluster_inference(
             }
         )
         args = (X, time, event, treated, cluster, w)
-        perm = permutation_test(*args, max_perm=a.permutations, seed=a.seed, names=covs)
+        perm = permutation_test(
+            *args,
+            max_perm=a.permutations,
+            seed=a.seed,
+            exact_limit=a.exact_permutation_limit,
+            ties=a.ties,
+            names=covs,
+        )
         detail = (
             f"{perm.n_used} of {perm.n_assignments} assignments"
             f"{' (all)' if perm.exhaustive else ' (random sample)'}; smallest possible p "
@@ -761,11 +773,15 @@ def few_cluster_inference(
                 "ci_low": _exp(perm.ci_low),
                 "ci_high": _exp(perm.ci_high),
                 "p_value": perm.p_value,
+                "p_benefit": perm.p_benefit,
+                "p_harm": perm.p_harm,
                 "detail": "; ".join([detail, *perm.warnings]),
                 "seconds": perm.seconds,
             }
         )
-        boot = wild_cluster_bootstrap(*args, reps=a.bootstrap_reps, seed=a.seed, names=covs)
+        boot = wild_cluster_bootstrap(
+            *args, reps=a.bootstrap_reps, seed=a.seed, names=covs, ties=a.ties
+        )
         detail = f"{boot.reps} Webb draws; score t = {boot.t_obs:.3f}"
         # the share of draws at least as extreme can be 0; a p-value of 0 is never
         # reported: it is at least 1 / (draws + 1)
@@ -786,7 +802,7 @@ def few_cluster_inference(
             }
         )
         t0 = _time.perf_counter()
-        jk = jackknife(*args, names=covs)
+        jk = jackknife(*args, names=covs, ties=a.ties)
         ok = math.isfinite(jk.se)
         rows.append(
             {
@@ -824,7 +840,7 @@ def few_cluster_inference(
             )
     out = pd.DataFrame(rows).reindex(columns=_INF_COLS)
     out["seconds"] = out["seconds"].fillna(0.0)
-    for col in ("estimate", "hr", "ci_low", "ci_high", "p_value"):
+    for col in ("estimate", "hr", "ci_low", "ci_high", "p_value", "p_benefit", "p_harm"):
         out[col] = out[col].astype(float)
     out["p_holm"] = np.nan
     secondary = [o for o in OUTCOMES if o != a.primary_outcome]

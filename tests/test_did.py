@@ -184,6 +184,8 @@ def test_poisson_twfe_equals_statsmodels_glm():
     assert out["log_rate_ratio"] == pytest.approx(fit.params["post"], abs=1e-7)
     assert out["se"] == pytest.approx(fit.bse["post"], rel=1e-6)
     assert out["permutations"] == 56 and out["exhaustive"]  # C(8, 3) = 56: every assignment
+    below = did.twfe_poisson(d, "y", permutations=20, seed=1, exact_limit=55)
+    assert below["permutations"] == 20 and not below["exhaustive"]  # 20 drawn above 55
     assert out["perm_log_rate_ratio"][0] == pytest.approx(out["log_rate_ratio"], abs=1e-8)
     assert 0 < out["p_permutation"] <= 1
 
@@ -283,3 +285,39 @@ def test_synthetic_effect_recovered(synthetic_did, outcome):
         ("rate_ratio", "cluster_robust"),
         ("rate_ratio", "permutation"),
     }
+
+
+def test_a_study_below_the_exact_limit_samples_and_the_report_says_so(pilot_cfg, monkeypatch):
+    """analysis.exact_permutation_limit reaches the difference in differences: with 1,000
+    (below C(13, 5) = 1,287) the ATT, the TWFE rate ratio and the placebo go-live all use
+    the 99 drawn assignments (analysis.permutations), and the report's note says so."""
+    from evaluation.panel import force_month_panel
+    from evaluation.publish.evaluation_report import _permutations_note
+    from evaluation.synth import generate_study
+
+    cfg = pilot_cfg.model_copy(
+        update={
+            "analysis": pilot_cfg.analysis.model_copy(
+                update={"permutations": 99, "bootstrap_reps": 99, "exact_permutation_limit": 1000}
+            )
+        }
+    )
+    study = generate_study(cfg, seed=1, scale=0.25)
+    panel = force_month_panel(
+        _stack(study, "people"), _stack(study, "contacts"), _stack(study, "events"), None, cfg
+    )
+    placebo_draws = []
+    real_placebo = did.placebo_go_live
+
+    def spy(*args, **kw):
+        placebo_draws.append(len(args[5]))  # the assignments
+        return real_placebo(*args, **kw)
+
+    monkeypatch.setattr(did, "placebo_go_live", spy)
+    tables, _ = did.did_estimates(panel, cfg)
+    aggs, twfe = tables["did_aggregates"], tables["did_twfe"]
+    assert (aggs.permutations == 99).all() and not aggs.exhaustive.any()
+    assert (twfe.permutations == 99).all() and not twfe.exhaustive.any()
+    assert (tables["did_permutation"].groupby("outcome").size() == 99).all()
+    assert placebo_draws == [99]
+    assert _permutations_note(cfg).startswith("99 of the 1,287 possible assignments")

@@ -301,3 +301,98 @@ def test_the_report_says_whether_the_permutation_test_is_exact(pilot_cfg):
         *_args(d), max_perm=a.permutations, exact_limit=a.exact_permutation_limit, ci=False
     )
     assert not sampled.exhaustive and sampled.n_used == 999
+
+
+def test_one_sided_permutation_p_from_a_hand_enumeration():
+    """7 forces, 3 pilots (an unbalanced design, so the permutation distribution is not
+    symmetric): all C(7, 3) = 35 assignments. The one-sided p for benefit is the share of
+    hand-computed score t's (signed: negative favours the pilot) at most the observed one,
+    for harm the share at least it; neither is half the two-sided p here."""
+    import itertools
+
+    rng = np.random.default_rng(8)
+    force = rng.integers(0, 7, 350)
+    treated = (force < 3).astype(float)
+    time = rng.exponential(1 / (0.01 * np.exp(-0.3 * treated + 0.4 * (force == 5))))
+    event = (time < 150).astype(float)
+    time = np.minimum(time, 150.0) + rng.uniform(0, 1e-6, 350)  # distinct times
+    hand = []
+    for combo in itertools.combinations(range(7), 3):
+        z = np.isin(force, combo).astype(float)
+        a = np.bincount(force, _hand_score_residuals(time, event, z), minlength=7)
+        hand.append(a.sum() / math.sqrt(a @ a))
+    hand = np.array(hand)
+    t_obs = hand[0]  # (0, 1, 2): the observed pilots
+    res = permutation_test(None, time, event, treated, force, ci=False)
+    assert res.exhaustive and res.n_used == 35
+    assert res.t_obs == pytest.approx(t_obs, rel=1e-9) and (t_obs < 0) == (res.estimate < 0)
+    tol = 1e-9 * abs(t_obs)
+    assert res.p_benefit == pytest.approx(np.mean(hand <= t_obs + tol))
+    assert res.p_harm == pytest.approx(np.mean(hand >= t_obs - tol))
+    assert res.p_benefit + res.p_harm == pytest.approx(1 + 1 / 35)  # the observed in both
+    half = res.p_value / 2 if t_obs < 0 else 1 - res.p_value / 2
+    assert abs(res.p_benefit - half) > 1 / 35  # the halving rule would be off here
+
+
+# Tied weekly times (359 events at 20 distinct times), 6 forces, 3 pilots, one adjuster.
+def _tied_data() -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(17)
+    n = 400
+    force = rng.integers(0, 6, n)
+    treated = (force < 3).astype(float)
+    x = rng.normal(size=n)
+    t = rng.exponential(1 / (0.02 * np.exp(-0.4 * treated + 0.5 * x + 0.3 * (force % 2))))
+    time = np.minimum(np.ceil(t / 7), 20.0)
+    event = (t / 7 <= 20).astype(float)
+    return x[:, None], time, event, treated, force
+
+
+# R survival 3.5-3, the data of _tied_data written to d.csv (force, pilot, x, time, event):
+#   full <- coxph(Surv(time, event) ~ pilot + x, data = d, ties = ties)          # estimate
+#   b0 <- coef(coxph(Surv(time, event) ~ x, data = d, ties = ties))
+#   f0 <- coxph(Surv(time, event) ~ pilot + x, data = d, ties = ties, init = c(0, b0),
+#               control = coxph.control(iter.max = 0))
+#   a <- residuals(f0, type = "dfbeta", collapse = d$force)[, 1]
+#   sum(a) / sqrt(sum(a^2))                                                       # score t
+R_TIED = {  # ties: (pilot log HR, cluster-robust score t of pilot at the null)
+    "breslow": (-0.444492313645, -1.754189370341),
+    "efron": (-0.476489362615, -1.751053618672),
+}
+
+
+@pytest.mark.parametrize("ties", ["breslow", "efron"])
+def test_few_cluster_inference_follows_the_ties(ties):
+    """analysis.ties reaches the permutation test, the wild bootstrap and the jackknife:
+    their estimate and score t are R's for those ties, and every leave-one-force-out
+    estimate is the fit_cox fit with those ties without that force."""
+    X, time, event, treated, force = _tied_data()
+    est, t = R_TIED[ties]
+    perm = permutation_test(X, time, event, treated, force, ties=ties, ci=False)
+    assert perm.estimate == pytest.approx(est, abs=1e-9)
+    assert perm.t_obs == pytest.approx(t, abs=1e-9)
+    boot = wild_cluster_bootstrap(X, time, event, treated, force, ties=ties, reps=99, ci=False)
+    assert boot.estimate == pytest.approx(est, abs=1e-9)
+    assert boot.t_obs == pytest.approx(t, abs=1e-9)
+    jk = jackknife(X, time, event, treated, force, ties=ties)
+    assert jk.estimate == pytest.approx(est, abs=1e-9)
+    Xa = np.column_stack([treated, X])
+    for g in range(6):
+        keep = force != g
+        f = fit_cox(Xa[keep], time[keep], event[keep], ties=ties)
+        assert jk.leave_one_out.estimate.iloc[g] == pytest.approx(f.coef[0], abs=1e-8)
+    # the default is Efron, as before
+    if ties == "efron":
+        plain = permutation_test(X, time, event, treated, force, ci=False)
+        assert np.array_equal(plain.t_perm, perm.t_perm)
+
+
+def test_reweighting_keeps_breslow_event_weights():
+    """Re-estimating the weights per assignment (here: the same weights) gives the fixed
+    weights' statistics under Breslow ties too."""
+    X, time, event, treated, force = _tied_data()
+    w = np.random.default_rng(2).uniform(0.5, 2.0, len(time))
+    fixed = permutation_test(X, time, event, treated, force, w, ties="breslow", ci=False)
+    same = permutation_test(
+        X, time, event, treated, force, w, ties="breslow", ci=False, reweight=lambda z: w
+    )
+    np.testing.assert_allclose(same.t_perm, fixed.t_perm, atol=1e-10)

@@ -190,29 +190,30 @@ def _study(cfg, **monitoring):
     return cfg.model_copy(update={"monitoring": m})
 
 
-def _rows(cfg, events, hr=0.8, se=0.1, p=0.3, ci=True):
+def _rows(cfg, events, hr=0.8, se=0.1, p=0.3, ci=True, inference="permutation"):
     """The primary outcome's headline cox row (95 % interval from `se`) and a secondary one."""
     lo, hi = (math.exp(math.log(hr) - 1.959964 * se), math.exp(math.log(hr) + 1.959964 * se))
     head = Estimate(
         cfg.analysis.primary_outcome, "cox", "pilot", "hazard_ratio", hr,
-        lo if ci else None, hi, p, 5000, events, "iptw_att", "permutation",
+        lo if ci else None, hi, p, 5000, events, "iptw_att", inference,
     )  # fmt: skip
     other = Estimate("breach", "cox", "pilot", "hazard_ratio", 0.5, 0.4, 0.6, 0.001, 5000, 90)
     return [head, other]
 
 
 def _doc(cfg, rows, looks):
-    extra = interim_estimates(rows, cfg, looks, "permutation")
+    extra = interim_estimates(rows, cfg, looks, "permutation", None)
     return build_results("run-1", cfg.sha256, [], [*rows, *extra])
 
 
 def test_no_monitoring_plan_no_interim_rows(cfg):
     plain = cfg.model_copy(update={"monitoring": None})
-    assert interim_estimates(_rows(plain, 100), plain, [], "permutation") == []
+    assert interim_estimates(_rows(plain, 100), plain, [], "permutation", None) == []
 
 
 def test_interim_rows_for_the_primary_outcome(cfg):
-    rows = interim_estimates(_rows(cfg, 1356, hr=0.8, se=0.1, p=0.04), cfg, [], "permutation")
+    boot = "wild_cluster_bootstrap"
+    rows = interim_estimates(_rows(cfg, 1356, 0.8, 0.1, 0.04, inference=boot), cfg, [], boot, None)
     by = {(r.measure, r.term): r for r in rows}
     t = 1356 / 3100
     frac = by["information_fraction", "look_1_of_4"]  # 0.6, 0.8 and 1 are still ahead
@@ -220,7 +221,8 @@ def test_interim_rows_for_the_primary_outcome(cfg):
     up, harm = by["z_boundary", "look_1_of_4"], by["z_boundary", "look_1_of_4_harm"]
     assert up.estimate == pytest.approx(stats.norm.isf(alpha_spent(t)))  # first look
     assert harm.estimate == -up.estimate
-    # the two-sided permutation p, halved in the direction of the estimate (benefit)
+    # the two-sided bootstrap p, halved in the direction of the estimate (benefit): its
+    # distribution is symmetric by construction (Webb weights)
     assert (up.p_value, harm.p_value) == pytest.approx((0.02, 0.98))
     # repeated CI: log HR +/- b_k SE (Jennison & Turnbull), from the headline's 95 % interval
     rci = by["repeated_ci", "look_1_of_4"]
@@ -232,12 +234,49 @@ def test_interim_rows_for_the_primary_outcome(cfg):
     assert all(r.method == "interim" and r.status == "ok" for r in rows)
 
 
+def test_a_permutation_headline_takes_its_one_sided_p_from_the_permutation_distribution(cfg):
+    """A small enumerated example (7 forces, 3 pilots: 35 assignments, not symmetric): the
+    interim p-values are the shares of assignments with a score t at most (benefit) and at
+    least (harm) the observed one, counted here by hand, not half the two-sided p."""
+    import itertools
+
+    import pandas as pd
+
+    from evaluation.inference import permutation_test
+
+    rng = np.random.default_rng(8)
+    force = rng.integers(0, 7, 350)
+    treated = (force < 3).astype(float)
+    time = rng.exponential(1 / (0.01 * np.exp(-0.3 * treated + 0.4 * (force == 5))))
+    event = (time < 150).astype(float)
+    res = permutation_test(None, np.minimum(time, 150.0), event, treated, force, ci=False)
+    t = res.t_perm  # the observed assignment first, then the 34 others
+    assert len(t) == len(list(itertools.combinations(range(7), 3))) == 35
+    by_hand = (sum(x <= t[0] for x in t) / 35, sum(x >= t[0] for x in t) / 35)
+    out = cfg.analysis.primary_outcome
+    frame = pd.DataFrame(
+        [
+            {"outcome": out, "inference": "permutation", "p_value": res.p_value,
+             "p_benefit": res.p_benefit, "p_harm": res.p_harm},
+            {"outcome": out, "inference": "wild_cluster_bootstrap", "p_value": 0.5,
+             "p_benefit": np.nan, "p_harm": np.nan},
+        ]
+    )  # fmt: skip
+    head = _rows(cfg, 700, hr=res.hr, p=res.p_value)
+    rows = interim_estimates(head, cfg, [], "permutation", frame)
+    by = {r.term.endswith("_harm"): r.p_value for r in rows if r.measure == "z_boundary"}
+    assert (by[False], by[True]) == pytest.approx(by_hand)
+    halved = interim_estimates(head, cfg, [], "permutation", None)  # no distribution given
+    half = {r.term.endswith("_harm"): r.p_value for r in halved if r.measure == "z_boundary"}
+    assert abs(half[False] - by[False]) > 1 / 35 or abs(half[True] - by[True]) > 1 / 35
+
+
 def test_no_headline_estimate_means_no_test_at_this_look(cfg):
     head = Estimate.not_estimable(
         cfg.analysis.primary_outcome, "cox", "pilot", "hazard_ratio", "too few events",
         inference="permutation",
     )  # fmt: skip
-    rows = interim_estimates([head], cfg, [], "permutation")
+    rows = interim_estimates([head], cfg, [], "permutation", None)
     assert {r.status for r in rows} == {"not_estimable"} and rows[0].reason == "too few events"
     doc = build_results("r", cfg.sha256, [], [head, *rows])
     assert interim_result(doc["estimates"], cfg) is None
@@ -381,5 +420,6 @@ def test_published_report_and_ledger_through_the_core(tmp_path):
     look = interim_result(results["estimates"], load_config(config))
     assert look.k == 1 and f"Interim analysis 1 of {look.total}" in html
     assert "The boundary was not crossed" in html and "Interim analyses" in html
+    assert "one-sided p-value (the share of assignments of the pilot label" in html
     bare(str(config), str(drop), str(out))
     assert len(read_looks(out / "restricted")) == 1

@@ -393,6 +393,63 @@ def test_breslow_ties_reach_the_cox_models(analysis, quick_cfg):
     assert abs(efron.coef.iloc[0] - prim.coef.iloc[0]) > 1e-6  # daily times are tied
 
 
+def test_breslow_ties_reach_the_few_cluster_inference(analysis, quick_cfg):
+    """Under analysis.ties breslow every few-cluster row estimates the Breslow hazard ratio of
+    the cluster_robust row (the primary fit), and each leave-one-force-out estimate is the
+    Breslow fit without that force; the Efron rows are the Efron fit's."""
+    from evaluation.survival import fit_cox
+
+    cfg = _with(quick_cfg, ties="breslow")
+    df = analysis.frame
+    cox, _ = sm.cox_models(df, cfg)
+    inf = sm.few_cluster_inference(df, cfg, cox)
+    for frame, fit in ((inf, cox), (analysis.inference, analysis.cox)):
+        for outcome in OUTCOMES:
+            rows = frame[frame.outcome == outcome].set_index("inference")
+            coef = sm._pilot_row(fit, outcome).coef
+            for name in (
+                "cluster_robust",
+                "permutation",
+                "wild_cluster_bootstrap",
+                "jackknife_crv3",
+            ):
+                assert rows.loc[name, "estimate"] == pytest.approx(coef, abs=1e-8), name
+    prim = cox[(cox.outcome == "breach") & (cox.model == "primary")]
+    names = list(prim.term)
+    lofo = inf[(inf.outcome == "breach") & (inf.inference == "leave_one_force_out")]
+    for force in sorted(df.force.unique())[:3]:
+        keep = (df.force != force).to_numpy()
+        d = df[keep]
+        ref = fit_cox(d[names].to_numpy(dtype=float), d.breach_time, d.breach_status == 1,
+                      weights=d.weight, ties="breslow")  # fmt: skip
+        assert lofo[lofo.force == force].estimate.iloc[0] == pytest.approx(ref.coef[0], abs=1e-8)
+
+
+def test_below_the_exact_limit_the_cox_permutation_samples_as_the_report_says(
+    analysis, small, quick_cfg
+):
+    """analysis.exact_permutation_limit reaches the Cox permutation test: 1,000 (below the
+    1,287 assignments of 5 pilots among 13 forces) means analysis.permutations (99) drawn,
+    and the report's note says the same; the default (20,000) enumerates all 1,287. The
+    one-sided p-values (permutation rows only) each count the observed assignment."""
+    from evaluation.publish.evaluation_report import _permutations_note
+
+    low = _with(quick_cfg, exact_permutation_limit=1000)
+    df, _ = sm.analysis_frame(small, low)
+    inf = sm.few_cluster_inference(df, low, sm.cox_models(df, low)[0])
+    perm = inf[inf.inference == "permutation"]
+    assert perm.detail.str.startswith("99 of 1287 assignments (random sample)").all()
+    assert _permutations_note(low).startswith("99 of the 1,287 possible assignments")
+    full = analysis.inference[analysis.inference.inference == "permutation"]
+    assert full.detail.str.startswith("1287 of 1287 assignments (all)").all()
+    assert _permutations_note(quick_cfg).startswith("all 1,287 possible assignments (exact)")
+    for frame, used in ((perm, 99), (full, 1287)):
+        assert (frame.p_benefit + frame.p_harm >= 1 + 1 / used - 1e-12).all()
+        assert (np.minimum(frame.p_benefit, frame.p_harm) <= frame.p_value).all()
+    others = analysis.inference[analysis.inference.inference != "permutation"]
+    assert others.p_benefit.isna().all() and others.p_harm.isna().all()
+
+
 # ------------------------------------------------------------------------------------------
 # Recovery of the synthetic truth
 # ------------------------------------------------------------------------------------------

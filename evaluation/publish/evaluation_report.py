@@ -9,6 +9,7 @@ from pathlib import Path
 
 from evaluation.config import OUTCOMES, StudyConfig
 from evaluation.disclosure import safe_count
+from evaluation.inference import exact_permutation
 from evaluation.publish.arms import arms_part
 from evaluation.publish.cohort import (
     COVARIATE_LABELS,
@@ -54,14 +55,15 @@ NAV = [
 
 
 def _permutations_note(cfg: StudyConfig) -> str:
-    """Which assignments of the pilot label the permutation tests use, as
-    `evaluation.inference` decides: every one (an exact test) when there are at most
-    analysis.exact_permutation_limit (or analysis.permutations), else a seeded random sample
-    of analysis.permutations, the observed assignment among them."""
+    """Which assignments of the pilot label the permutation tests use, by the rule of
+    `evaluation.inference.exact_permutation` (both tests pass it the config): every one (an
+    exact test) when there are at most analysis.exact_permutation_limit (or
+    analysis.permutations), else a seeded random sample of analysis.permutations, the
+    observed assignment among them."""
     n, k = len(cfg.forces), len(cfg.pilot_codes)
     total, draws = math.comb(n, k), cfg.analysis.permutations
     limit = cfg.analysis.exact_permutation_limit
-    if total <= max(limit, draws):
+    if exact_permutation(total, draws, limit):
         return (
             f"all {total:,} possible assignments (exact) of {k} pilot forces among {n}, so the "
             f"smallest possible p-value is 1/{total:,}"
