@@ -217,10 +217,10 @@ def _correlation_problem(correlation: float, largest: int) -> str | None:
         )
     if not -1 / (largest - 1) < correlation < 1:
         return (
-            f"the estimated within-force correlation ({correlation:.2g}) is not a valid "
-            "exchangeable correlation: it must lie above -1/(n - 1), n the number of "
-            "people in the largest force, and below 1, or the working covariance is not "
-            "positive definite"
+            f"the estimated correlation between people in the same force ({correlation:.2g}) "
+            "is impossible for forces this size (it must lie above -1/(n - 1), n the number "
+            "of people in the largest force, and below 1; otherwise the working covariance "
+            "is not positive definite)"
         )
     return None
 

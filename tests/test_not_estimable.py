@@ -476,12 +476,18 @@ def test_reasons_are_published_under_disclosure_control(small_cfg):
             for o in SURVIVAL_OUTCOMES
         ]  # fmt: skip
         + [{**row, "status": "ok", "reason": None, "method": "km"}]
-    }
+        + [{**row, "outcome": "employed", "method": "gee", "measure": "odds_ratio",
+            "inference": "cluster_robust_exchangeable", "reason": "impossible correlation"}]
+    }  # fmt: skip
     assert not_estimable(Results(doc), small_cfg) == [
         "The hazard ratio (breach) could not be estimated: sparse events (pilot <10 events, "
         "comparison 25 events; fewer than 10 in an arm).",
         "The difference in differences (Callaway–Sant'Anna) (every outcome) could not be "
         "estimated: no month before go-live.",
+        # a sensitivity model that failed is not the comparison itself failing
+        "The sensitivity check of the intermediate-outcome comparison with outcomes "
+        "correlated within a force (the main comparison stands) (in employment) could not be "
+        "estimated: impossible correlation.",
     ]
 
 

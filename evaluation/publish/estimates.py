@@ -25,6 +25,8 @@ ANALYSES = {
     "did_cs": "the difference in differences (Callaway–Sant'Anna)",
     "did_twfe": "the two-way fixed-effects rate ratio",
     "gee": "the intermediate-outcome comparison",
+    "gee_sensitivity": "the sensitivity check of the intermediate-outcome comparison with "
+    "outcomes correlated within a force (the main comparison stands)",
     "c_index": "the ARMS prediction check (C-index)",
     "lr_test": "the ARMS likelihood-ratio test",
     "power": "the smallest detectable hazard ratio",
@@ -157,7 +159,11 @@ def not_estimable(res: Results, cfg: StudyConfig) -> list[str]:
         if e.get("status") != "not_estimable":
             continue
         methods = by_reason.setdefault(publishable_reason(e["reason"], cfg), {})
-        outcomes = methods.setdefault(e["method"], [])
+        # a sensitivity model (another GEE working correlation) is not the comparison itself
+        sensitivity = e["method"] == "gee" and (e.get("inference") or "").startswith(
+            "cluster_robust_"
+        )
+        outcomes = methods.setdefault("gee_sensitivity" if sensitivity else e["method"], [])
         if e["outcome"] not in outcomes:
             outcomes.append(e["outcome"])
     out = []
