@@ -218,7 +218,7 @@ def _correlation_problem(correlation: float, largest: int) -> str | None:
     if not -1 / (largest - 1) < correlation < 1:
         return (
             f"the estimated correlation between people in the same force ({correlation:.2g}) "
-            "is impossible for forces this size (it must lie above -1/(n - 1), n the number "
+            "is outside the range a correlation can take (above -1/(n - 1), n the number "
             "of people in the largest force, and below 1; otherwise the working covariance "
             "is not positive definite)"
         )

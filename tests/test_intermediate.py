@@ -382,6 +382,6 @@ def test_a_correlation_that_cannot_be_computed_has_a_plain_reason():
     assert "predicts some people's outcome with certainty" in why and "nan" not in why
     # the bounds (hand: -1/(10 - 1) = -0.111 for forces of 10)
     assert _correlation_problem(0.3, 10) is None
-    assert "(-0.12) is impossible for forces this size" in _correlation_problem(-0.12, 10)
+    assert "(-0.12) is outside the range" in _correlation_problem(-0.12, 10)
     assert _correlation_problem(-0.11, 10) is None
-    assert "not a valid" in _correlation_problem(1.0, 10)
+    assert "(1) is outside the range" in _correlation_problem(1.0, 10)
