@@ -29,7 +29,6 @@ import os
 import re
 import sys
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -1069,12 +1068,11 @@ def validate_deliveries(
 def validate_loaded(
     loaded: list[Delivery],
     cfg: StudyConfig,
-    outcomes: list[list[ExpectationOutcome]] | Callable[[], list[list[ExpectationOutcome]]],
+    outcomes: list[list[ExpectationOutcome]],
     previous: dict[str, Delivery] | None = None,
     today: dt.date | None = None,
 ) -> list[tuple[ValidationReport, Delivery | None]]:
-    """`validate_deliveries` for deliveries already read, given their suites' outcomes or a
-    function that waits for them (the rules that do not need them are checked meanwhile)."""
+    """`validate_deliveries` for deliveries already read, given their suites' outcomes."""
     own = [
         (
             check_readable(d),
@@ -1084,8 +1082,6 @@ def validate_loaded(
         )
         for d in loaded
     ]
-    if callable(outcomes):
-        outcomes = outcomes()
     last_good = dict(previous or {})
     results: list[tuple[ValidationReport, Delivery | None]] = [None] * len(loaded)  # type: ignore[list-item]
     # Oldest first within a force, so each delivery meets the one before it.

@@ -5,13 +5,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import importlib
 import json
 import logging
 import os
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -258,8 +261,12 @@ def _run_pipeline(
         return _summary(out_path, cfg, started)
     todo = [r for r in refs if store.stored(r) is None]
     t0 = time.perf_counter()
-    from pipelines.definitions import study_definitions
-    from pipelines.resources import StudyResource
+    with _long_lived_imports():
+        from pipelines.definitions import study_definitions  # Dagster, every asset's module
+        from pipelines.resources import StudyResource
+
+        if todo:
+            importlib.import_module("great_expectations")  # raw_delivery's validation
 
     study_definitions.cache_clear()  # built once for this run's two jobs
     instance = local_instance(out_path)
@@ -279,6 +286,24 @@ def _run_pipeline(
         echo(f"all {len(refs)} deliveries already validated (same content)")
     _evaluate(study, instance, echo)
     return _summary(out_path, cfg, started)
+
+
+@contextlib.contextmanager
+def _long_lived_imports() -> Iterator[None]:
+    """Imports whose objects live as long as the process (Dagster, the assets' modules and
+    great-expectations: about 450,000 objects, against 175,000 in the bare core) with the
+    garbage collector off, then collected once and frozen (`gc.freeze`), so that no later
+    collection scans them again. Nationally the collector took 1.9 s of CPU a run, 0.5 s
+    with this; the core alone spends 0.4 s."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.collect()  # nothing that is already garbage is frozen
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 def _nothing_new(cfg: StudyConfig, store: ValidationStore, refs: list, out: Path) -> str | None:
