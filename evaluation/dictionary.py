@@ -239,6 +239,14 @@ COLUMNS: dict[str, str] = {
     "did_rate_ratio": "Force's rate ratio over the comparison forces' rate ratio.",
     "spearman_dmp_vs_did_rate_ratio": "Spearman correlation across pilot forces of the Plan "
     "share with the difference-in-differences rate ratio.",
+    # sensitivity of the difference in differences (evaluation/sensitivity.py)
+    "mbar": "Relative magnitude M-bar: post-go-live departures from parallel trends allowed, "
+    "as a multiple of the largest pre-go-live one.",
+    "largest_pre_violation": "Largest absolute pre-go-live event-study coefficient (D).",
+    "bound_low": "Lower end of the effect's range if trends depart by up to M-bar times D.",
+    "bound_high": "Upper end of the effect's range if trends depart by up to M-bar times D.",
+    "includes_zero": "True if the widened 95% interval includes no change.",
+    "breakdown_mbar": "Smallest M-bar at which the widened 95% interval includes no change.",
     # intermediate outcomes
     "target_date": "Date 12 months after the index date, when the outcome is measured.",
     "circumstances_date": "Date of the circumstances record nearest the target date.",

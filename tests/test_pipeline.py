@@ -79,9 +79,13 @@ def test_results_json_follows_the_contract(small_study, pilot_cfg):
         "events",
         "weighting",
         "inference",
+        "status",
+        "reason",
     }
     for row in doc["estimates"]:
         assert set(row) == fields
+        assert row["status"] in ("ok", "not_estimable")
+        assert (row["reason"] is None) == (row["status"] == "ok")
     cox = [
         e
         for e in doc["estimates"]

@@ -115,7 +115,16 @@ def test_the_sql_in_docs_reproduces_the_headline_of_results_json(study, pilot_cf
             h = cox[0]
             primary = outcome == pilot_cfg.analysis.primary_outcome
             expected.append(
-                (outcome, primary, h["estimate"], h["ci_low"], h["ci_high"], h["p_value"])
+                (
+                    outcome,
+                    primary,
+                    h["estimate"],
+                    h["ci_low"],
+                    h["ci_high"],
+                    h["p_value"],
+                    h["status"],
+                    h["reason"],
+                )  # fmt: skip
             )
     expected.sort(key=lambda r: (not r[1], r[0]))
     assert expected[0][0] == pilot_cfg.analysis.primary_outcome
