@@ -11,11 +11,15 @@ a researcher reads it beside:
 - blocking (nothing is published): disclosure control and the language check of every page
   and CSV of the three reports, which `publication` waits for.
 
-Checks live in their own module, beside the assets' modules, so that each asset keeps one
-job: the checks read the assets as their inputs (through the IO manager). The reports' two
-blocking checks are the exception: each report's step runs them (`report_check_specs`,
-`report_checks`) on the pages it has just rendered, which are 30 MB nationally (plotly.js in
-every page), instead of a step of their own storing and loading them again.
+Each check runs in the step of the asset it checks: the asset declares its specs
+(`CHECK_SPECS`, `report_check_specs`) and yields its output, then the check results from the
+functions here, on the objects the step has in memory. Each input is loaded once (a check in a
+step of its own loads its inputs again through the IO manager: weighted_cohort three times
+more), the GEE check takes its design from the frame the asset fitted on (no second
+`gee_data`, 0.3 s nationally), the reports' blocking checks read the
+pages just rendered (30 MB nationally, plotly.js in every page) rather than storing and
+loading them again, and a run has no extra steps and their events. The logic stays here,
+beside the assets' modules, so that each asset's module keeps to its own job.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
-import polars as pl
 
 from evaluation import checks
 from evaluation.weighting import balance_verdict
@@ -36,8 +39,8 @@ WARN, ERROR = dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR
 def _result(
     outcome: checks.CheckOutcome, severity: dg.AssetCheckSeverity, **target: Any
 ) -> dg.AssetCheckResult:
-    """The check result of a core outcome; `target` (asset_key, check_name) for a check
-    among several of one step."""
+    """The check result of a core outcome; `target` (asset_key, check_name) names which
+    check of the asset's step it is."""
     metadata = {
         k: v if isinstance(v, int | float | str) else dg.MetadataValue.json(v)
         for k, v in outcome.metadata.items()
@@ -51,40 +54,92 @@ def _result(
     )
 
 
-@dg.asset_check(
-    asset="table_one",
-    description="Covariate balance after weighting: every standardised mean difference below "
-    "0.1 (analysis plan). A warning: the estimates stand, but read them with the covariates "
-    "named.",
-)
-def covariates_balanced(study: StudyResource, table_one: pl.DataFrame) -> dg.AssetCheckResult:
-    t1 = table_one.to_pandas()
-    verdict = balance_verdict(t1, 0.1)
-    if study.cfg.analysis.weighting != "none" and t1["smd_weighted"].isna().all():
+def _spec(asset: str, name: str, description: str) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(name, asset=asset, description=description)
+
+
+# The checks on the models and results.json, by the asset whose step runs them.
+CHECK_SPECS = {
+    "table_one": [
+        _spec(
+            "table_one",
+            "covariates_balanced",
+            "Covariate balance after weighting: every standardised mean difference below 0.1 "
+            "(analysis plan). A warning: the estimates stand, but read them with the "
+            "covariates named.",
+        )
+    ],
+    "cox_estimates": [
+        _spec(
+            "cox_estimates",
+            "cox_models_converged",
+            "Every Cox model (primary, adjusted unweighted, naive; every outcome) converged. "
+            "An error: a model that did not converge has no estimate to report.",
+        ),
+        _spec(
+            "cox_estimates",
+            "cox_matches_lifelines",
+            "The primary Cox model of the primary outcome re-fitted with lifelines' "
+            "CoxPHFitter (Efron ties, the same weights): every hazard ratio agrees to 1e-6 "
+            "(skipped with Breslow ties, which lifelines does not fit).",
+        ),
+    ],
+    "survival_curves": [
+        _spec(
+            "survival_curves",
+            "km_matches_lifelines",
+            "The Kaplan-Meier curves of the primary outcome (each arm) re-estimated with "
+            "lifelines' KaplanMeierFitter (the same weights): agreement to 1e-6 at every time.",
+        )
+    ],
+    "intermediate_estimates": [
+        _spec(
+            "intermediate_estimates",
+            "gee_matches_statsmodels",
+            "One GEE (the primary model of the first intermediate outcome fitted, in the "
+            "plan's order) re-fitted with statsmodels' own GEE at the working correlation ours "
+            "reports (0: independence), and solved "
+            "again with its sandwich variance in numpy, independently of statsmodels: the odds "
+            "ratio and its interval agree to 1e-6. An error: the published estimate would be "
+            "wrong.",
+        )
+    ],
+    "proportional_hazards": [
+        _spec(
+            "proportional_hazards",
+            "hazards_proportional",
+            "The proportional-hazards screen of the primary models: no pilot, global or "
+            "pilot x late follow-up test with p < 0.05. A warning: where it fails, read the "
+            "RMST difference beside the hazard ratio.",
+        )
+    ],
+    "results_json": [
+        _spec(
+            "results_json",
+            "results_meet_contract",
+            "results.json against its contract (analysis plan): the run's keys, every "
+            "estimate's keys, method and measure vocabularies, status, ci_low <= estimate <= "
+            "ci_high.",
+        )
+    ],
+}
+
+
+def covariates_balanced(table_one: pd.DataFrame, study: StudyResource) -> dg.AssetCheckResult:
+    """Table 1's balance verdict after weighting (a warning)."""
+    verdict = balance_verdict(table_one, 0.1)
+    if study.cfg.analysis.weighting != "none" and table_one["smd_weighted"].isna().all():
         verdict["not_estimable"] = "the arms could not be weighted (see weighted_cohort)"
     summary = {"verdict": verdict, "weighting": study.cfg.analysis.weighting}
-    return _result(checks.balance(summary), WARN)
+    return _result(
+        checks.balance(summary), WARN, asset_key="table_one", check_name="covariates_balanced"
+    )
 
 
-@dg.asset_check(
-    asset="cox_estimates",
-    description="Every Cox model (primary, adjusted unweighted, naive; every outcome) "
-    "converged. An error: a model that did not converge has no estimate to report.",
-)
-def cox_models_converged(cox_estimates: pl.DataFrame) -> dg.AssetCheckResult:
-    return _result(checks.cox_convergence(cox_estimates.to_pandas()), ERROR)
-
-
-@dg.asset_check(
-    asset="cox_estimates",
-    additional_ins={"weighted_cohort": dg.AssetIn("weighted_cohort")},
-    description="The primary Cox model of the primary outcome re-fitted with lifelines' "
-    "CoxPHFitter (Efron ties, the same weights): every hazard ratio agrees to 1e-6 (skipped "
-    "with Breslow ties, which lifelines does not fit).",
-)
-def cox_matches_lifelines(
-    study: StudyResource, cox_estimates: pl.DataFrame, weighted_cohort: pl.DataFrame
-) -> dg.AssetCheckResult:
+def cox_checks(
+    cox_estimates: pd.DataFrame, weighted_cohort: pd.DataFrame, study: StudyResource
+) -> list[dg.AssetCheckResult]:
+    """Every Cox model converged; the primary one agrees with lifelines' re-fit (errors)."""
     cfg = study.cfg
     if cfg.analysis.ties == "breslow":
         # lifelines fits Efron ties only: comparing its fit with a Breslow model would compare
@@ -94,64 +149,52 @@ def cox_matches_lifelines(
             "The Cox models use Breslow ties (analysis.ties); lifelines has Efron ties only, "
             "so there is no like-for-like comparison."
         )
-        return _result(checks.CheckOutcome(True, text), ERROR)
-    outcome = checks.cox_against_lifelines(
-        weighted_cohort.to_pandas(),
-        cox_estimates.to_pandas(),
-        cfg.analysis.primary_outcome,
-        weighted=cfg.analysis.weighting != "none",
-    )
-    return _result(outcome, ERROR)
+        lifelines = checks.CheckOutcome(True, text)
+    else:
+        lifelines = checks.cox_against_lifelines(
+            weighted_cohort,
+            cox_estimates,
+            cfg.analysis.primary_outcome,
+            weighted=cfg.analysis.weighting != "none",
+        )
+    return [
+        _result(outcome, ERROR, asset_key="cox_estimates", check_name=name)
+        for name, outcome in (
+            ("cox_models_converged", checks.cox_convergence(cox_estimates)),
+            ("cox_matches_lifelines", lifelines),
+        )
+    ]
 
 
-@dg.asset_check(
-    asset="survival_curves",
-    additional_ins={"weighted_cohort": dg.AssetIn("weighted_cohort")},
-    description="The Kaplan-Meier curves of the primary outcome (each arm) re-estimated with "
-    "lifelines' KaplanMeierFitter (the same weights): agreement to 1e-6 at every time.",
-)
 def km_matches_lifelines(
-    study: StudyResource, survival_curves: pl.DataFrame, weighted_cohort: pl.DataFrame
+    survival_curves: pd.DataFrame, weighted_cohort: pd.DataFrame, study: StudyResource
 ) -> dg.AssetCheckResult:
+    """The primary outcome's Kaplan-Meier curves agree with lifelines' (an error)."""
     from evaluation.survival_models import frame_problem
 
     cfg = study.cfg
-    df = weighted_cohort.to_pandas()
-    reason = frame_problem(df, cfg)
+    reason = frame_problem(weighted_cohort, cfg)
     if reason is not None:  # no curves were estimated: not a failure of this check
         text = f"No Kaplan-Meier curves are estimable ({reason}): nothing to compare."
-        return _result(checks.CheckOutcome(True, text), ERROR)
-    outcome = checks.km_against_lifelines(
-        df,
-        survival_curves.to_pandas(),
-        cfg.analysis.primary_outcome,
-        weighted=cfg.analysis.weighting != "none",
-    )
-    return _result(outcome, ERROR)
+        outcome = checks.CheckOutcome(True, text)
+    else:
+        outcome = checks.km_against_lifelines(
+            weighted_cohort,
+            survival_curves,
+            cfg.analysis.primary_outcome,
+            weighted=cfg.analysis.weighting != "none",
+        )
+    return _result(outcome, ERROR, asset_key="survival_curves", check_name="km_matches_lifelines")
 
 
-@dg.asset_check(
-    asset="intermediate_estimates",
-    additional_ins={
-        "weighted_cohort": dg.AssetIn("weighted_cohort"),
-        "delivery_status": dg.AssetIn("delivery_status"),
-    },
-    description="One GEE (the primary model of the first intermediate outcome fitted, in the "
-    "plan's order) re-fitted with statsmodels' own GEE at the working correlation ours "
-    "reports (0: independence), and solved "
-    "again with its sandwich variance in numpy, independently of statsmodels: the odds ratio "
-    "and its interval agree to 1e-6. An error: the published estimate would be wrong.",
-)
 def gee_matches_statsmodels(
-    study: StudyResource,
-    intermediate_estimates: pd.DataFrame,
-    weighted_cohort: pl.DataFrame,
-    delivery_status: pl.DataFrame,
+    intermediate_estimates: pd.DataFrame, data: pd.DataFrame, study: StudyResource
 ) -> dg.AssetCheckResult:
-    from assets.analysis_tables import load_in_use
-    from evaluation.intermediate import gee_data, gee_design
+    """The first fitted intermediate GEE agrees with statsmodels' and a numpy solve (an
+    error). `data` is the `gee_data` frame the asset fitted on."""
+    from evaluation.intermediate import gee_design
 
-    cfg = study.cfg
+    target = {"asset_key": "intermediate_estimates", "check_name": "gee_matches_statsmodels"}
     fitted = intermediate_estimates
     # no odds_ratio column: no model was fitted at all
     fitted = fitted[fitted.odds_ratio.notna()] if "odds_ratio" in fitted else fitted.iloc[:0]
@@ -165,31 +208,30 @@ def gee_matches_statsmodels(
             if explained
             else "No intermediate-outcome GEE was fitted."
         )
-        return _result(checks.CheckOutcome(explained, text), ERROR)
+        return _result(checks.CheckOutcome(explained, text), ERROR, **target)
     row = fitted.iloc[0].to_dict()
-    # The same inputs the asset fitted on, rebuilt by the same code (gee_data, gee_design).
-    tables = {t: load_in_use(study, delivery_status, t) for t in ("circumstances", "assessments")}
-    design = gee_design(gee_data(weighted_cohort, tables, cfg), row["outcome"], cfg)
-    return _result(checks.gee_against_statsmodels(design, row), ERROR)
+    design = gee_design(data, row["outcome"], study.cfg)
+    return _result(checks.gee_against_statsmodels(design, row), ERROR, **target)
 
 
-@dg.asset_check(
-    asset="proportional_hazards",
-    description="The proportional-hazards screen of the primary models: no pilot, global or "
-    "pilot x late follow-up test with p < 0.05. A warning: where it fails, read the RMST "
-    "difference beside the hazard ratio.",
-)
-def hazards_proportional(proportional_hazards: pl.DataFrame) -> dg.AssetCheckResult:
-    return _result(checks.proportional_hazards(proportional_hazards.to_pandas()), WARN)
+def hazards_proportional(proportional_hazards: pd.DataFrame) -> dg.AssetCheckResult:
+    """The proportional-hazards screen of the primary models (a warning)."""
+    return _result(
+        checks.proportional_hazards(proportional_hazards),
+        WARN,
+        asset_key="proportional_hazards",
+        check_name="hazards_proportional",
+    )
 
 
-@dg.asset_check(
-    asset="results_json",
-    description="results.json against its contract (analysis plan): the run's keys, every "
-    "estimate's keys, method and measure vocabularies, status, ci_low <= estimate <= ci_high.",
-)
 def results_meet_contract(results_json: dict) -> dg.AssetCheckResult:
-    return _result(checks.results_contract(results_json), ERROR)
+    """results.json against its contract (an error)."""
+    return _result(
+        checks.results_contract(results_json),
+        ERROR,
+        asset_key="results_json",
+        check_name="results_meet_contract",
+    )
 
 
 DISCLOSURE = (

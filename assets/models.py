@@ -2,17 +2,20 @@
 proportional-hazards checks and few-cluster inference, RMST and power, per outcome.
 
 Every asset loads its inputs, calls one function of `evaluation.survival_models` and
-attaches what a researcher needs to judge it as metadata (tables, numbers, JSON).
+attaches what a researcher needs to judge it as metadata (tables, numbers, JSON); an asset
+with checks (`assets.checks.CHECK_SPECS`) runs them in its own step, after its output.
 """
 
 import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 import polars as pl
 
+from assets import checks
 from assets.metadata import hazard_ratio_metadata, metadata_table
 from evaluation import survival_models as sm
 from evaluation.results import estimates_frame
@@ -49,10 +52,11 @@ def weighted_cohort(
 @dg.asset(
     group_name="models",
     kinds={"pandas"},
+    check_specs=checks.CHECK_SPECS["table_one"],
     description="Table 1 by arm: covariate means and SDs, standardised mean differences before "
     "and after weighting (every weighting option), and the balance verdict (|SMD| < 0.1).",
 )
-def table_one(study: StudyResource, weighted_cohort: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+def table_one(study: StudyResource, weighted_cohort: pl.DataFrame) -> Iterator:
     table, summary = sm.table_one(weighted_cohort.to_pandas(), study.cfg)
     verdict = summary["verdict"]
     methods = pd.DataFrame(
@@ -61,7 +65,7 @@ def table_one(study: StudyResource, weighted_cohort: pl.DataFrame) -> dg.Output[
                  "ess_comparison", "max_weight", "n_truncated"],
     ).assign(failing=lambda d: d["failing"].map(", ".join))  # fmt: skip
     max_smd = float(verdict["max_abs_smd"])
-    return dg.Output(
+    yield dg.Output(
         pl.from_pandas(table),
         metadata={
             "balanced": bool(verdict["balanced"]),
@@ -103,19 +107,21 @@ def table_one(study: StudyResource, weighted_cohort: pl.DataFrame) -> dg.Output[
             "summary": dg.MetadataValue.json(_jsonable(summary)),
         },
     )
+    yield checks.covariates_balanced(table, study)
 
 
 @dg.asset(
     group_name="models",
     kinds={"pandas"},
+    check_specs=checks.CHECK_SPECS["survival_curves"],
     description="Kaplan-Meier survival and Aalen-Johansen cumulative incidence by arm for every "
     "outcome, weighted; exact at-risk numbers (restricted).",
 )
-def survival_curves(study: StudyResource, weighted_cohort: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+def survival_curves(study: StudyResource, weighted_cohort: pl.DataFrame) -> Iterator:
     df = weighted_cohort.to_pandas()
     curves = sm.survival_curves(df, study.cfg)
     hz = sm.at_horizon(curves, df, study.cfg)
-    return dg.Output(
+    yield dg.Output(
         pl.from_pandas(curves),
         metadata={
             "rows": len(curves),
@@ -137,11 +143,13 @@ def survival_curves(study: StudyResource, weighted_cohort: pl.DataFrame) -> dg.O
             ),
         },
     )
+    yield checks.km_matches_lifelines(curves, df, study)
 
 
 @dg.asset(
     group_name="models",
     kinds={"pandas"},
+    check_specs=checks.CHECK_SPECS["cox_estimates"],
     description="Cox proportional hazards (Efron or Breslow ties) of pilot per outcome: the "
     "primary model (covariates and weights, variance clustered by force), adjusted unweighted, "
     "and naive "
@@ -149,13 +157,14 @@ def survival_curves(study: StudyResource, weighted_cohort: pl.DataFrame) -> dg.O
 )
 def cox_estimates(
     context: dg.AssetExecutionContext, study: StudyResource, weighted_cohort: pl.DataFrame
-) -> dg.Output[pl.DataFrame]:
-    cox, warnings = sm.cox_models(weighted_cohort.to_pandas(), study.cfg)
+) -> Iterator:
+    df = weighted_cohort.to_pandas()
+    cox, warnings = sm.cox_models(df, study.cfg)
     for w in warnings:
         context.log.warning(w)
     pilot = cox[cox.term == "pilot"]
     unusable = pilot[(pilot.model == "primary") & ~pilot.usable]
-    return dg.Output(
+    yield dg.Output(
         pl.from_pandas(cox),
         metadata={
             # the primary model's estimates as numbers, which the UI plots across runs
@@ -182,22 +191,24 @@ def cox_estimates(
             "warnings": dg.MetadataValue.md("\n".join(f"- {w}" for w in warnings) or "None."),
         },
     )
+    yield from checks.cox_checks(cox, df, study)
 
 
 @dg.asset(
     group_name="models",
     kinds={"pandas"},
+    check_specs=checks.CHECK_SPECS["proportional_hazards"],
     description="Proportional-hazards screen of the primary Cox model per outcome: "
     "Grambsch-Therneau test (R cox.zph, KM transform) per term and global, and a test of "
     "pilot x late follow-up (split at the median event time).",
 )
 def proportional_hazards(
     study: StudyResource, weighted_cohort: pl.DataFrame, cox_estimates: pl.DataFrame
-) -> dg.Output[pl.DataFrame]:
+) -> Iterator:
     ph = sm.proportional_hazards(weighted_cohort.to_pandas(), study.cfg, cox_estimates.to_pandas())
     pilot = ph[ph.term.isin(["pilot", "GLOBAL", "pilot:late"])]
     flagged = pilot[pilot.p < 0.05]
-    return dg.Output(
+    yield dg.Output(
         pl.from_pandas(ph),
         metadata={
             "pilot_and_global": metadata_table(
@@ -227,6 +238,7 @@ def proportional_hazards(
             ),
         },
     )
+    yield checks.hazards_proportional(ph)
 
 
 @dg.asset(

@@ -16,6 +16,7 @@ import dagster as dg
 import pandas as pd
 import polars as pl
 
+from assets import checks
 from assets.analysis_tables import in_use_deliveries, load_in_use
 from assets.metadata import (
     bullets,
@@ -348,6 +349,7 @@ def difference_in_differences(
         ),
         "intermediate_results": dg.AssetOut(kinds={"polars"}, description=RESULTS_DESCRIPTION),
     },
+    check_specs=checks.CHECK_SPECS["intermediate_estimates"],
 )
 def intermediate_outcome_models(
     context: dg.AssetExecutionContext,
@@ -355,11 +357,12 @@ def intermediate_outcome_models(
     delivery_status: pl.DataFrame,
     weighted_cohort: pl.DataFrame,
 ):
-    from evaluation.intermediate import gee_intermediate
+    from evaluation.intermediate import gee_data, gee_intermediate
 
     cfg = study.cfg
     tables = _tables(study, delivery_status, "circumstances", "assessments")
-    table, rows = gee_intermediate(weighted_cohort, tables, cfg)
+    data = gee_data(weighted_cohort, tables, cfg)  # one frame for the models and their check
+    table, rows = gee_intermediate(weighted_cohort, tables, cfg, data=data)
     warnings = [
         f"{r['outcome']}: {r['warnings']}"
         for r in table.to_dict("records")
@@ -413,6 +416,7 @@ def intermediate_outcome_models(
         output_name="intermediate_results",
         metadata=results_metadata("intermediate_results", results),
     )
+    yield checks.gee_matches_statsmodels(table, data, study)
 
 
 @dg.asset(

@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from assets.checks import report_check_specs, report_checks
+from assets.checks import CHECK_SPECS, report_check_specs, report_checks, results_meet_contract
 from assets.metadata import metadata_table
 from evaluation import interim
 from evaluation import survival_models as sm
@@ -17,6 +17,7 @@ from pipelines.resources import StudyResource
 @dg.asset(
     group_name="reports",
     kinds={"json"},
+    check_specs=CHECK_SPECS["results_json"],
     description="restricted/results.json: every estimate as a tidy row (analysis-plan.md "
     "contract), collected from the *_results assets (survival, difference-in-differences, "
     "intermediate outcomes, ARMS), with the code version, config hash and each force's "
@@ -31,7 +32,7 @@ def results_json(
     intermediate_results: pl.DataFrame,
     arms_results: pl.DataFrame,
     few_cluster_inference: pl.DataFrame,
-) -> dg.Output[dict]:
+) -> Iterator:
     cfg = study.cfg
     sources = {
         "survival_results": survival_results,
@@ -54,7 +55,7 @@ def results_json(
     doc = build_results(context.run_id, cfg.sha256, extracts, rows)
     path = study.restricted / "results.json"
     write_json_atomic(doc, path)
-    return dg.Output(
+    yield dg.Output(
         doc,
         metadata={
             "path": str(path),
@@ -65,6 +66,7 @@ def results_json(
             "headline_inference": sm.headline_inference(cfg),
         },
     )
+    yield results_meet_contract(doc)
 
 
 REPORT_KINDS = {"html", "plotly", "csv"}

@@ -419,6 +419,7 @@ def gee_intermediate(
     tables: dict[str, pl.DataFrame],
     cfg: StudyConfig,
     alpha: float = 0.05,
+    data: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, list[Estimate]]:
     """GEE of each 12-month intermediate outcome on pilot, its baseline and the covariates.
 
@@ -426,7 +427,8 @@ def gee_intermediate(
     `weight` column (from the propensity step; absent = unweighted); `tables` with the
     stacked "circumstances" and "assessments"; the config (analysis.covariates,
     analysis.weighting, analysis.gee_correlation). Complete cases on outcome, baseline and
-    covariates.
+    covariates. `data`: the `gee_data` frame of these inputs, where the caller has built it
+    already (the asset does, for its cross-check); built here otherwise.
 
     Model: binomial GEE, logit link, clustered by force, robust (sandwich) covariance times
     G/(G-1), and t intervals with G-1 degrees of freedom (few forces; the Mancl-DeRouen
@@ -449,7 +451,8 @@ def gee_intermediate(
     sensitivity's "odds_ratio" (inference "cluster_robust_<structure>"); not_estimable with
     the reason where a model cannot be fitted.
     """
-    data = gee_data(cohort_with_weights, tables, cfg)
+    if data is None:
+        data = gee_data(cohort_with_weights, tables, cfg)
     weighting = cfg.analysis.weighting if "weight" in data.columns else "none"
     primary = cfg.analysis.gee_correlation
     (other,) = (s for s in WORKING_STRUCTURES if s != primary)

@@ -12,7 +12,6 @@ import os
 import dagster as dg
 
 from assets import analysis_tables, ingest, models, outcome_models, reports, validate, warehouse
-from assets import checks as quality_checks
 from evaluation.filemodes import private_by_default
 from pipelines.catalogue import catalogue
 from pipelines.notify import build_failure_sensor
@@ -45,7 +44,7 @@ def build_definitions(
     drop = drop or os.environ.get("DPF_DROP", DEFAULT_DROP)
     out = out or os.environ.get("DPF_OUT", DEFAULT_OUT)
     all_assets = catalogue(dg.load_assets_from_modules(list(ASSET_MODULES)))
-    checks = dg.load_asset_checks_from_modules([*ASSET_MODULES, quality_checks])
+    checks = dg.load_asset_checks_from_modules(list(ASSET_MODULES))
     evaluation_job = dg.define_asset_job(
         "evaluation",
         selection=dg.AssetSelection.all() - dg.AssetSelection.assets(ingest.raw_delivery),

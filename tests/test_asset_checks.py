@@ -397,6 +397,16 @@ CHECKS = {
 }
 
 
+MODEL_CHECKS = {
+    "table_one": ["covariates_balanced"],
+    "cox_estimates": ["cox_models_converged", "cox_matches_lifelines"],
+    "survival_curves": ["km_matches_lifelines"],
+    "intermediate_estimates": ["gee_matches_statsmodels"],
+    "proportional_hazards": ["hazards_proportional"],
+    "results_json": ["results_meet_contract"],
+}
+
+
 def test_every_check_of_the_graph_with_whether_it_blocks(tmp_path):
     from pipelines.definitions import build_definitions
 
@@ -414,6 +424,15 @@ def test_every_check_of_the_graph_with_whether_it_blocks(tmp_path):
         assert checked == {"disclosure_control", "person_centred_language"}
     evaluation = defs.resolve_job_def("evaluation")
     assert not any(n.name.endswith("_publishable") for n in evaluation.nodes)
+    # The checks on the models and results.json run in their assets' steps too, on what the
+    # step has in memory: no step of their own loading weighted_cohort again.
+    in_steps = {
+        (asset, key.name)
+        for asset in MODEL_CHECKS
+        for key in defs.resolve_assets_def(asset).check_keys
+    }
+    assert in_steps == {(asset, name) for asset, names in MODEL_CHECKS.items() for name in names}
+    assert not {name for _, name in in_steps} & {n.name for n in evaluation.nodes}
 
 
 # --------------------------------------------------------------------------------------------
