@@ -423,3 +423,23 @@ def test_published_report_and_ledger_through_the_core(tmp_path):
     assert "one-sided p-value (the share of assignments of the pilot label" in html
     bare(str(config), str(drop), str(out))
     assert len(read_looks(out / "restricted")) == 1
+
+
+def test_a_look_whose_boundary_the_permutation_test_cannot_reach_says_so(cfg):
+    """13 forces, 5 pilots: the exact permutation test's smallest p is 1/1,287 = 0.00078. The
+    first look (fraction 0.2: boundary p 5e-7) cannot be crossed whatever the data, and the
+    report says so; a later look whose boundary p is above 1/1,287 does not."""
+    extracts = [{"force": f.code, "extract_date": "2026-09-30", "sha256": "x"} for f in cfg.forces]
+
+    def sentences(events, looks):
+        rows = _rows(cfg, events, hr=0.9, p=0.3)
+        extra = interim_estimates(rows, cfg, looks, "permutation", None)
+        doc = build_results("run-1", cfg.sha256, extracts, [*rows, *extra])
+        return " ".join(_summary(cfg, doc)["interim"]["sentences"])
+
+    early = sentences(int(0.2 * 3100), [])
+    assert boundaries([0.2])[0].p_boundary < 1 / 1287
+    assert "no result could have crossed it yet" in early and "(0.00078)" in early
+    late = sentences(int(0.8 * 3100), [{"look": 1, "fraction": 0.2}, {"look": 2, "fraction": 0.5}])
+    assert boundaries([0.2, 0.5, 0.8])[2].p_boundary > 1 / 1287
+    assert "could have crossed" not in late

@@ -4,10 +4,12 @@ what the pilot can and cannot show given its power."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from evaluation.config import StudyConfig
 from evaluation.disclosure import is_suppressed, safe_count
+from evaluation.inference import exact_permutation
 from evaluation.interim import interim_result
 from evaluation.publish.common import (
     INFERENCE_PHRASES,
@@ -227,6 +229,17 @@ def _interim(res: Results, cfg: StudyConfig) -> dict[str, Any] | None:
         "harm": "the monitoring boundary for harm was crossed",
         None: "the monitoring boundary was not crossed, so the result is not conclusive yet",
     }[look.crossed]
+    sentences = look.sentences(cfg)
+    smallest = _smallest_permutation_p(res, cfg) if look.inference == "permutation" else None
+    if smallest is not None and smallest > look.p_boundary and look.crossed is None:
+        # a stakeholder should know the look could not have crossed, whatever the data
+        sentences.insert(
+            -1,
+            f"At this look the boundary asks for a p-value of {look.p_boundary:.2g} or less, "
+            f"smaller than the permutation test over these forces can give "
+            f"({smallest:.2g}): no result could have crossed it yet. Later looks ask for "
+            "less.",
+        )
     return {
         "final": look.final,
         "heading": look.heading,
@@ -234,9 +247,26 @@ def _interim(res: Results, cfg: StudyConfig) -> dict[str, Any] | None:
             f"{look.k} of {look.total}",
             "final analysis" if look.final else "interim analysis",
         ),
-        "sentences": look.sentences(cfg),
+        "sentences": sentences,
         "verdict": f"{look.heading}: {crossed}.",
     }
+
+
+def _smallest_permutation_p(res: Results, cfg: StudyConfig) -> float | None:
+    """The smallest one-sided p the permutation test can give: 1 over the assignments it
+    uses (all of them, or analysis.permutations drawn), over the forces in use."""
+    in_use = {e["force"] for e in res.doc.get("run", {}).get("extracts", [])}
+    pilots = sum(f.arm == "pilot" and f.code in in_use for f in cfg.forces)
+    if not in_use or not pilots:
+        return None
+    total = math.comb(len(in_use), pilots)
+    a = cfg.analysis
+    used = (
+        total
+        if exact_permutation(total, a.permutations, a.exact_permutation_limit)
+        else a.permutations
+    )
+    return 1 / used
 
 
 def build_summary(
