@@ -182,6 +182,13 @@ def exact_permutation(total: int, max_perm: int, exact_limit: int) -> bool:
     return total <= max(exact_limit, max_perm)
 
 
+def assignments_used(forces: int, pilots: int, max_perm: int, exact_limit: int) -> tuple[int, int]:
+    """(all assignments of `pilots` among `forces`, how many a permutation test uses): all of
+    them when `exact_permutation`, else `max_perm`. The smallest p it can give is 1 / used."""
+    total = math.comb(forces, pilots)
+    return total, total if exact_permutation(total, max_perm, exact_limit) else max_perm
+
+
 def _assignments(
     G: int,
     observed: np.ndarray,

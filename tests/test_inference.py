@@ -121,24 +121,36 @@ def _hand_score_residuals(time, event, z):
     return resid
 
 
+def _hand_enumeration(rng, force, log_hazard, forces: int):
+    """Survival data with forces 0-2 the pilots (`log_hazard` per person), censored at 150
+    with distinct times, and by hand, for every assignment of 3 pilots among `forces` in
+    lexicographic order (the observed one first), the signed cluster-robust score t: the
+    forces' summed score residuals a_g as sum a / sqrt(sum a^2) (Lin & Wei 1989)."""
+    import itertools
+
+    n = len(force)
+    treated = (force < 3).astype(float)
+    time = rng.exponential(1 / (0.01 * np.exp(log_hazard)))
+    event = (time < 150).astype(float)
+    time = np.minimum(time, 150.0) + rng.uniform(0, 1e-6, n)  # distinct times
+    hand = []
+    for combo in itertools.combinations(range(forces), 3):
+        z = np.isin(force, combo).astype(float)
+        a = np.bincount(force, _hand_score_residuals(time, event, z), minlength=forces)
+        hand.append(a.sum() / math.sqrt(a @ a))
+    return time, event, treated, np.array(hand)
+
+
 def test_exact_p_equals_a_hand_enumeration():
     """6 forces, 3 pilots: the exact test uses all C(6, 3) = 20 assignments, and its p is
     the rank of the observed |t| among the 20 statistics computed here by hand: the
     cluster-robust score t, the forces' summed score residuals a_g as sum a / sqrt(sum a^2)
     (Lin & Wei 1989)."""
-    import itertools
-
     rng = np.random.default_rng(5)
     force = rng.integers(0, 6, 300)
-    treated = (force < 3).astype(float)
-    time = rng.exponential(1 / (0.01 * np.exp(-0.5 * treated)))
-    event = (time < 150).astype(float)
-    time = np.minimum(time, 150.0) + rng.uniform(0, 1e-6, 300)  # distinct times
-    hand = []
-    for combo in itertools.combinations(range(6), 3):
-        z = np.isin(force, combo).astype(float)
-        a = np.bincount(force, _hand_score_residuals(time, event, z), minlength=6)
-        hand.append(abs(a.sum() / math.sqrt(a @ a)))
+    log_hazard = -0.5 * (force < 3)
+    time, event, treated, hand = _hand_enumeration(rng, force, log_hazard, forces=6)
+    hand = np.abs(hand)
     t_obs = hand[0]  # combinations start with (0, 1, 2): the observed pilots
     res = permutation_test(None, time, event, treated, force, ci=False, seed=1)
     assert res.exhaustive and res.n_used == res.n_assignments == 20
@@ -308,20 +320,10 @@ def test_one_sided_permutation_p_from_a_hand_enumeration():
     symmetric): all C(7, 3) = 35 assignments. The one-sided p for benefit is the share of
     hand-computed score t's (signed: negative favours the pilot) at most the observed one,
     for harm the share at least it; neither is half the two-sided p here."""
-    import itertools
-
     rng = np.random.default_rng(8)
     force = rng.integers(0, 7, 350)
-    treated = (force < 3).astype(float)
-    time = rng.exponential(1 / (0.01 * np.exp(-0.3 * treated + 0.4 * (force == 5))))
-    event = (time < 150).astype(float)
-    time = np.minimum(time, 150.0) + rng.uniform(0, 1e-6, 350)  # distinct times
-    hand = []
-    for combo in itertools.combinations(range(7), 3):
-        z = np.isin(force, combo).astype(float)
-        a = np.bincount(force, _hand_score_residuals(time, event, z), minlength=7)
-        hand.append(a.sum() / math.sqrt(a @ a))
-    hand = np.array(hand)
+    log_hazard = -0.3 * (force < 3) + 0.4 * (force == 5)
+    time, event, treated, hand = _hand_enumeration(rng, force, log_hazard, forces=7)
     t_obs = hand[0]  # (0, 1, 2): the observed pilots
     res = permutation_test(None, time, event, treated, force, ci=False)
     assert res.exhaustive and res.n_used == 35

@@ -4,12 +4,11 @@ intermediate outcomes, fidelity, the ARMS review, methods, limitations and prove
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from evaluation.config import OUTCOMES, StudyConfig
 from evaluation.disclosure import safe_count
-from evaluation.inference import exact_permutation
+from evaluation.inference import assignments_used
 from evaluation.publish.arms import arms_part
 from evaluation.publish.cohort import (
     COVARIATE_LABELS,
@@ -61,9 +60,9 @@ def _permutations_note(cfg: StudyConfig) -> str:
     analysis.permutations), else a seeded random sample of analysis.permutations, the
     observed assignment among them."""
     n, k = len(cfg.forces), len(cfg.pilot_codes)
-    total, draws = math.comb(n, k), cfg.analysis.permutations
-    limit = cfg.analysis.exact_permutation_limit
-    if exact_permutation(total, draws, limit):
+    draws, limit = cfg.analysis.permutations, cfg.analysis.exact_permutation_limit
+    total, used = assignments_used(n, k, draws, limit)
+    if used == total:
         return (
             f"all {total:,} possible assignments (exact) of {k} pilot forces among {n}, so the "
             f"smallest possible p-value is 1/{total:,}"

@@ -4,12 +4,11 @@ what the pilot can and cannot show given its power."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from evaluation.config import StudyConfig
 from evaluation.disclosure import is_suppressed, safe_count
-from evaluation.inference import exact_permutation
+from evaluation.inference import assignments_used
 from evaluation.interim import interim_result
 from evaluation.publish.common import (
     INFERENCE_PHRASES,
@@ -259,13 +258,8 @@ def _smallest_permutation_p(res: Results, cfg: StudyConfig) -> float | None:
     pilots = sum(f.arm == "pilot" and f.code in in_use for f in cfg.forces)
     if not in_use or not pilots:
         return None
-    total = math.comb(len(in_use), pilots)
     a = cfg.analysis
-    used = (
-        total
-        if exact_permutation(total, a.permutations, a.exact_permutation_limit)
-        else a.permutations
-    )
+    _, used = assignments_used(len(in_use), pilots, a.permutations, a.exact_permutation_limit)
     return 1 / used
 
 
