@@ -315,6 +315,22 @@ def test_the_report_says_whether_the_permutation_test_is_exact(pilot_cfg):
     assert not sampled.exhaustive and sampled.n_used == 999
 
 
+def test_the_permutation_note_counts_the_forces_in_use(pilot_cfg):
+    """With one pilot force's deliveries all quarantined, the run uses 12 forces, 4 of them
+    pilots: the note counts C(12, 4) = 495 assignments, not the configured 1,287."""
+    from evaluation.publish.estimates import Results
+    from evaluation.publish.evaluation_report import _permutations_note
+    from evaluation.publish.summary import forces_in_use
+
+    dropped = pilot_cfg.pilot_codes[0]
+    extracts = [{"force": f.code} for f in pilot_cfg.forces if f.code != dropped]
+    res = Results({"estimates": [], "run": {"extracts": extracts}})
+    assert forces_in_use(res, pilot_cfg) == (12, 4)
+    note = _permutations_note(pilot_cfg, forces_in_use(res, pilot_cfg))
+    assert note.startswith("all 495 possible assignments (exact) of 4 pilot forces among 12")
+    assert "1/495" in note
+
+
 def test_one_sided_permutation_p_from_a_hand_enumeration():
     """7 forces, 3 pilots (an unbalanced design, so the permutation distribution is not
     symmetric): all C(7, 3) = 35 assignments. The one-sided p for benefit is the share of

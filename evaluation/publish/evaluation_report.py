@@ -32,7 +32,7 @@ from evaluation.publish.fidelity import fidelity_part
 from evaluation.publish.inputs import ReportInputs
 from evaluation.publish.intermediate import intermediate_table
 from evaluation.publish.sensitivity import sensitivity_part
-from evaluation.publish.summary import build_summary
+from evaluation.publish.summary import build_summary, forces_in_use
 from evaluation.publish.survival import survival_part
 from evaluation.survival_models import headline_inference
 
@@ -53,13 +53,15 @@ NAV = [
 ]
 
 
-def _permutations_note(cfg: StudyConfig) -> str:
+def _permutations_note(cfg: StudyConfig, in_use: tuple[int, int] | None = None) -> str:
     """Which assignments of the pilot label the permutation tests use, by the rule of
     `evaluation.inference.exact_permutation` (both tests pass it the config): every one (an
     exact test) when there are at most analysis.exact_permutation_limit (or
     analysis.permutations), else a seeded random sample of analysis.permutations, the
-    observed assignment among them."""
-    n, k = len(cfg.forces), len(cfg.pilot_codes)
+    observed assignment among them. Counted over `in_use` (forces, pilot forces) when
+    given (`summary.forces_in_use`: a quarantined force is not reassigned), else over the
+    configured forces."""
+    n, k = in_use if in_use and in_use[0] and in_use[1] else (len(cfg.forces), len(cfg.pilot_codes))
     draws, limit = cfg.analysis.permutations, cfg.analysis.exact_permutation_limit
     total, used = assignments_used(n, k, draws, limit)
     if used == total:
@@ -143,7 +145,7 @@ def evaluation_page(inputs: ReportInputs, cfg: StudyConfig) -> Page:
         "n_pilot": len(cfg.pilot_codes),
         "headline_inference": cfg.analysis.cluster_inference,
         "headline_phrase": INFERENCE_PHRASES[inf],
-        "permutations_note": _permutations_note(cfg),
+        "permutations_note": _permutations_note(cfg, forces_in_use(res, cfg)),
         "gee_correlation": cfg.analysis.gee_correlation,
         "monitoring": cfg.monitoring,
     }

@@ -251,15 +251,22 @@ def _interim(res: Results, cfg: StudyConfig) -> dict[str, Any] | None:
     }
 
 
+def forces_in_use(res: Results, cfg: StudyConfig) -> tuple[int, int]:
+    """(forces, pilot forces) whose extracts the run used: the forces a permutation test
+    reassigns the pilot label among (a quarantined force with no earlier delivery is not
+    one of them)."""
+    in_use = {e["force"] for e in res.doc.get("run", {}).get("extracts", [])}
+    return len(in_use), sum(f.arm == "pilot" and f.code in in_use for f in cfg.forces)
+
+
 def _smallest_permutation_p(res: Results, cfg: StudyConfig) -> float | None:
     """The smallest one-sided p the permutation test can give: 1 over the assignments it
     uses (all of them, or analysis.permutations drawn), over the forces in use."""
-    in_use = {e["force"] for e in res.doc.get("run", {}).get("extracts", [])}
-    pilots = sum(f.arm == "pilot" and f.code in in_use for f in cfg.forces)
-    if not in_use or not pilots:
+    n, pilots = forces_in_use(res, cfg)
+    if not n or not pilots:
         return None
     a = cfg.analysis
-    _, used = assignments_used(len(in_use), pilots, a.permutations, a.exact_permutation_limit)
+    _, used = assignments_used(n, pilots, a.permutations, a.exact_permutation_limit)
     return 1 / used
 
 
