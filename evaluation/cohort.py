@@ -110,13 +110,13 @@ def build_cohort(
             pl.col("management_end").fill_null(pl.date(9999, 12, 31)),
         ),
     )
-    # The end is competing when management ended (for a competing reason) before the other
-    # bounds; management_end on the same day as the admin end counts as censoring.
+    # The end is competing when management ended (for a competing reason) on the end of
+    # follow-up: that day included, as for an outcome, so also on index + follow-up or the
+    # admin end (analysis-plan.md: these ends are competing events).
     c = c.with_columns(
         competing_end=(
             pl.col("management_end").is_not_null()
             & (pl.col("management_end") == pl.col("end_of_follow_up"))
-            & (pl.col("management_end") < pl.col("admin_end"))
             & pl.col("management_end_reason").is_in(COMPETING_REASONS)
         )
     )
