@@ -1,0 +1,235 @@
+"""The pilot-design page (evaluation.publish.design) from a hand-made plan: its sentences say
+the numbers worked out by hand below, its chart data equal the rows, it is self-contained,
+passes the language and disclosure checks, and (in Chromium) draws its charts with no axe
+violation.
+
+The Monte Carlo interval is power +- 1.96 mc_se, clipped to [0, 1], in whole percentages
+(hand computation, each row):
+
+  pilots  HR    power  mc_se   lower                     upper
+  5       1.0   0.01   0.0070  0.01 - 0.01372 < 0 -> 0%  0.02372 -> 2%
+  10      1.0   0.06   0.0168  0.06 - 0.03293 = 0.02707 -> 3%   0.09293 -> 9%
+  5       0.85  0.62   0.0343  0.62 - 0.06723 = 0.55277 -> 55%  0.68723 -> 69%
+  10      0.85  0.88   0.0230  0.88 - 0.04508 = 0.83492 -> 83%  0.92508 -> 93%
+  5       0.7   0.81   0.0277  0.81 - 0.05429 = 0.75571 -> 76%  0.86429 -> 86%
+  10      0.7   0.99   0.0070  0.99 - 0.01372 = 0.97628 -> 98%  1.00372 > 1 -> 100%
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from evaluation.checks import disclosure
+from evaluation.publish.common import check_files
+from evaluation.publish.design import design_page, publish_design_page, render_design_page
+from evaluation.report import plotly_js
+
+HAND = {  # (pilot forces, hazard ratio): power, mc_se, interval (%) worked out above
+    (5, 1.0): (0.01, 0.0070, (0, 2)),
+    (10, 1.0): (0.06, 0.0168, (3, 9)),
+    (5, 0.85): (0.62, 0.0343, (55, 69)),
+    (10, 0.85): (0.88, 0.0230, (83, 93)),
+    (5, 0.7): (0.81, 0.0277, (76, 86)),
+    (10, 0.7): (0.99, 0.0070, (98, 100)),
+}
+INPUTS = {
+    "source": "config",
+    "outcome": "any_reoffence",
+    "cohort_median": 512.3,  # published rounded to a multiple of 5: 510
+    "cohort_log_sd": 0.6,
+    "event_rate": 0.0812,
+    "exit_rate": 0.05,
+    "new_share": 0.3,
+    "entry_window_days": 365,
+    "heterogeneity_sd": 0.12,
+}
+
+
+def make_plan(sds=(0.1,)) -> dict:
+    rows = [
+        {
+            "pilot_forces": p,
+            "comparison_forces": 8,
+            "follow_up_days": 730,
+            "hazard_ratio": hr,
+            "heterogeneity_sd": sd,
+            "reps": 200,
+            "power": power,
+            "mc_se": se,
+        }
+        for sd in sds
+        for (p, hr), (power, se, _) in HAND.items()
+    ]
+    return {
+        "alpha": 0.05,
+        "outcome": "any_reoffence",
+        "fingerprint": "0123456789abcdef",
+        "inputs": INPUTS,
+        "rows": rows,
+    }
+
+
+@pytest.fixture(scope="module")
+def page(pilot_cfg):
+    return design_page(make_plan(), pilot_cfg)
+
+
+@pytest.fixture(scope="module")
+def files(pilot_cfg):
+    return {p.name: t for p, t in render_design_page(make_plan(), pilot_cfg, Path()).items()}
+
+
+def test_sentences_say_the_hand_computed_numbers(page):
+    (group,) = page.context["answers"]
+    assert group["heading"] is None  # one between-force SD: no headings
+    assert group["sentences"] == [
+        "With 5 pilot and 8 comparison forces followed for two years, the evaluation has a "
+        "62% chance of detecting a 15% lower rate of any proven reoffence in pilot forces "
+        "(hazard ratio 0.85); with 10 pilot forces, 88%.",
+        "With 5 pilot and 8 comparison forces followed for two years, the evaluation has an "
+        "81% chance of detecting a 30% lower rate of any proven reoffence in pilot forces "
+        "(hazard ratio 0.7); with 10 pilot forces, 99%.",
+    ]
+    assert page.context["no_effect"] == [
+        "With 5 pilot and 8 comparison forces followed for two years with forces' underlying "
+        "rates typically 11% apart (between-force SD 0.1 on the log scale), the test found an "
+        "effect in 1% of 200 simulated pilots with none (Monte Carlo interval 0% to 2%): "
+        "within the simulation's precision of the 5% the test is set at, or below it.",
+        "With 10 pilot and 8 comparison forces followed for two years with forces' underlying "
+        "rates typically 11% apart (between-force SD 0.1 on the log scale), the test found an "
+        "effect in 6% of 200 simulated pilots with none (Monte Carlo interval 3% to 9%): "
+        "within the simulation's precision of the 5% the test is set at, or below it.",
+    ]
+    # 200 replications: 1.96 * sqrt(0.25 / 200) = 0.0693 -> about 7 points either way
+    assert (page.context["reps"], page.context["precision"]) == ("200", 7)
+
+
+def test_a_rejection_rate_above_the_level_is_called_out(pilot_cfg):
+    plan = make_plan()
+    plan["rows"][1] |= {"power": 0.12, "mc_se": 0.023}  # 0.12 - 0.045 = 0.075 > 0.05
+    (_, too_often) = design_page(plan, pilot_cfg).context["no_effect"]
+    assert "found an effect in 12% of 200 simulated pilots" in too_often
+    assert "(Monte Carlo interval 7% to 17%)" in too_often
+    assert "more often than the 5% the test is set at" in too_often
+
+
+def test_one_group_of_sentences_per_between_force_sd(pilot_cfg):
+    groups = design_page(make_plan(sds=(0.0, 0.2)), pilot_cfg).context["answers"]
+    assert [g["heading"] for g in groups] == [
+        "If forces' underlying rates do not differ",
+        # exp(0.2) - 1 = 0.2214 -> 22%
+        "If forces' underlying rates are typically 22% apart (between-force SD 0.2 on the log "
+        "scale)",
+    ]
+    assert [len(g["sentences"]) for g in groups] == [2, 2]
+
+
+def test_table_has_every_row_with_its_interval(page):
+    table = page.context["results_table"].frame
+    got = {
+        (int(r["Pilot forces"]), float(r["True hazard ratio"])): (
+            r["Chance of detecting the effect"],
+            r["Monte Carlo interval (95%)"],
+        )
+        for _, r in table.iterrows()
+    }
+    assert got == {
+        k: (f"{round(100 * power)}%", f"{lo}% to {hi}%") for k, (power, _, (lo, hi)) in HAND.items()
+    }
+    assert set(table["Simulated pilots"]) == {"200"}
+
+
+def _figures(html: str) -> dict[str, tuple[list, dict]]:
+    """Each Plotly.newPlot(id, data, layout, config) call of the page: id -> (data, layout)."""
+    decoder, out = json.JSONDecoder(), {}
+    for m in re.finditer(r"Plotly\.newPlot\(", html):
+        args, at = [], m.end()
+        for _ in range(3):
+            value, at = decoder.raw_decode(html, at)
+            args.append(value)
+            at += 1  # the comma
+        out[args[0]] = (args[1], args[2])
+    return out
+
+
+def test_chart_data_equal_the_rows(files):
+    figures = _figures(files["pilot-design.html"])
+    assert list(figures) == ["plot-power-chart-1"]
+    data, layout = figures["plot-power-chart-1"]
+    assert [t["name"] for t in data] == ["5 pilot forces", "10 pilot forces"]
+    for trace, pilots in zip(data, (5, 10), strict=True):
+        hrs = [0.7, 0.85, 1.0]
+        assert trace["x"] == hrs
+        power = [round(100 * HAND[pilots, hr][0]) for hr in hrs]
+        lo = [HAND[pilots, hr][2][0] for hr in hrs]
+        hi = [HAND[pilots, hr][2][1] for hr in hrs]
+        assert trace["y"] == power
+        assert trace["error_y"]["array"] == [h - p for h, p in zip(hi, power, strict=True)]
+        assert trace["error_y"]["arrayminus"] == [p - low for p, low in zip(power, lo, strict=True)]
+        assert trace["customdata"] == [[a, b] for a, b in zip(lo, hi, strict=True)]
+    # the test's level and 80% as reference lines; stronger effects to the right
+    assert [s["y0"] for s in layout["shapes"]] == [5, 80]
+    assert layout["xaxis"]["range"][0] > layout["xaxis"]["range"][1]
+    # the chart's table (its CSV) holds the same numbers
+    csv = files["pilot-design-power-chart-1.csv"].splitlines()
+    assert csv[0].endswith("Monte Carlo interval (95%) (low),Monte Carlo interval (95%) (high)")
+    assert "5,8,two years,0.85,0.1,200,62%,55%,69%" in csv
+
+
+def test_assumptions_come_from_the_plan_inputs(page):
+    rows = dict(page.context["assumptions"].frame.itertuples(index=False))
+    assert rows["People in a force's cohort (median)"] == "510"  # 512.3 rounded to 5
+    assert rows["Rate of the outcome per 100 person-years (for a person of average risk)"] == "8.1"
+    assert rows["Between-force SD of the log rate, in the generator"] == "0.12"
+    assert rows["Share of a force's cohort who start management after go-live (within 365 days)"]
+
+
+def test_page_is_self_contained_and_passes_the_published_checks(files, pilot_cfg):
+    html = files["pilot-design.html"]
+    assert plotly_js() in html  # embedded, as on every other page
+    own = html.replace(plotly_js(), "")  # the library's own strings name its web site
+    assert "<script>" in own and not re.search(r"<script[^>]*\bsrc", own, re.I)
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", own, re.I)
+    check_files(files, pilot_cfg)  # the language check: raises LanguageError
+    outcome = disclosure(files, pilot_cfg.disclosure)
+    assert outcome.passed, outcome.description
+
+
+def test_published_into_a_folder_page_first(tmp_path, pilot_cfg):
+    written = publish_design_page(make_plan(), pilot_cfg, tmp_path / "published")
+    assert written[0] == tmp_path / "published" / "pilot-design.html"
+    assert (
+        {p.name for p in (tmp_path / "published").iterdir()}
+        == {p.name for p in written}
+        == {
+            "pilot-design.html",
+            "pilot-design-power-chart-1.csv",
+            "pilot-design-power.csv",
+            "pilot-design-assumptions.csv",
+        }
+    )
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_page_draws_its_charts_offline_and_passes_axe(tmp_path, pilot_cfg):
+    from tests.test_report_browser import (
+        ARGS,
+        CHROMIUM,
+        assert_page_opens_draws_and_passes_axe,
+    )
+
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium not at /usr/bin/chromium")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    page = publish_design_page(make_plan(sds=(0.05, 0.15)), pilot_cfg, tmp_path / "p")[0]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            assert_page_opens_draws_and_passes_axe(browser, page, tmp_path)
+        finally:
+            browser.close()
