@@ -75,7 +75,7 @@ REPORT_KINDS = {"html", "plotly", "csv"}
 def _rendered(report: str, files: dict[str, str], study: StudyResource) -> Iterator:
     """A report's rendered files (stored, to be published with the others), then its two
     blocking checks on them: if either fails, the step fails and nothing is published."""
-    yield dg.Output(files, metadata=_pages(files, study.published))
+    yield dg.Output(files, metadata=_pages(files, study.published / "current"))
     yield from report_checks(report, files, study)
 
 
@@ -119,6 +119,7 @@ def evaluation_report(
     arms_review: dict,
 ) -> Iterator:
     from evaluation.publish import evaluation_report_pages, make_inputs
+    from evaluation.publish.changes import previous_edition
 
     inputs = make_inputs(
         results=results_json,
@@ -134,7 +135,9 @@ def evaluation_report(
         fidelity=fidelity,
         arms=arms_review,
     )
-    yield from _rendered("evaluation_report", evaluation_report_pages(inputs, study.cfg), study)
+    # what changed since the edition published now (the newest)
+    pages = evaluation_report_pages(inputs, study.cfg, previous_edition(Path(study.out)))
+    yield from _rendered("evaluation_report", pages, study)
 
 
 @dg.asset(
@@ -200,9 +203,10 @@ def data_quality_report(
     kinds={"folder"},
     description="published/: the pages of evaluation_report, force_reports and "
     "data_quality_report (the latest of each), language-checked and published together as "
-    "one edition (editions/<data cutoff>-<run>, then published/ switched to it in one "
-    "rename; earlier editions are kept). The last step of a run: a run that fails or is "
-    "stopped before it publishes nothing.",
+    "one edition (published/editions/<data cutoff>-<run>, with a PDF of each page; then "
+    "published/current and published/index.html switched to it, each in one rename; earlier "
+    "editions are kept). The last step of a run: a run that fails or is stopped before it "
+    "publishes nothing.",
 )
 def publication(
     context: dg.AssetExecutionContext,
@@ -219,7 +223,7 @@ def publication(
     files = {**evaluation_report, **force_reports, **data_quality_report}
     check_files(files, cfg)
     name = f"{cfg.study.data_cutoff.isoformat()}-{context.run_id[:8]}"
-    edition = publish_edition(Path(study.out), files, name)
+    edition = publish_edition(Path(study.out), files, name, cfg, warn=context.log.warning)
     # the look this edition published, if it is a new one (interim monitoring)
     interim.record_look(study.restricted, results_json, cfg)
     # The set of deliveries (and the config and code) the published evaluation used:

@@ -126,6 +126,12 @@ class Disclosure(_Strict):
     round_to: int = Field(5, ge=1)
 
 
+class Publish(_Strict):
+    # Print each page as an A4 PDF with headless Chromium (where it is installed) beside the
+    # HTML in each edition; the tests' fast config turns it off for runs that need no PDF.
+    pdf: bool = True
+
+
 class Limits(_Strict):
     """Size limits on what a delivery may hold (extract-spec 1.1, "Files, sizes and
     revisions"). Each is checked before the thing it limits is read."""
@@ -219,6 +225,7 @@ class StudyConfig(_Strict):
     language: Language
     synthetic: Synthetic = Synthetic()
     notify: Notify = Notify()
+    publish: Publish = Publish()
     monitoring: Monitoring | None = None  # None: no interim monitoring (one final analysis)
     forces: tuple[Force, ...]
     # Filled by load_config: the hash of the file's bytes, for results.json provenance.

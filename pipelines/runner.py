@@ -422,8 +422,8 @@ def _interim_line(results: Path, cfg: StudyConfig) -> str | None:
 
 def print_summary(summary: RunSummary, cfg: StudyConfig | None = None, echo=print) -> None:
     """What the run used and found, and where the reports are."""
-    # published/ names the current edition: the stable path, not the edition's own
-    report = Path(os.path.abspath(summary.published / "evaluation-report.html"))
+    # published/current names the newest edition: the stable path, not the edition's own
+    report = Path(os.path.abspath(summary.published / "current" / "evaluation-report.html"))
     echo("")
     if cfg is not None:
         arm_of = {f.code: f.arm for f in cfg.forces}

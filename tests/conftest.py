@@ -32,13 +32,14 @@ def _isolated_dagster_home(tmp_path, monkeypatch):
 
 def fast_config(folder: Path) -> Path:
     """A copy of the pilot config with 99 permutations and bootstrap draws (not 999, nor all
-    1,287 assignments of the exact test)."""
+    1,287 assignments of the exact test), and no PDFs (publish.pdf: the editions' tests
+    turn them on)."""
     config = folder / "pilot-fast.yaml"
     text = PILOT_CONFIG.read_text()
     text = re.sub(r"(?m)^(\s*permutations:)\s*\d+", r"\1 99", text)
     text = re.sub(r"(?m)^(\s*exact_permutation_limit:)\s*\d+", r"\1 99", text)
     text = re.sub(r"(?m)^(\s*bootstrap_reps:)\s*\d+", r"\1 99", text)
-    config.write_text(text)
+    config.write_text(text + "\npublish:\n  pdf: false\n")
     return config
 
 

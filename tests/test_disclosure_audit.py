@@ -8,12 +8,16 @@ reader would, trying to recover a suppressed or unrounded count:
     events and people at risk, on the monthly grid);
 (c) from rows against totals (a suppressed cell as a total minus the other cells);
 (d) from the force pages against the evaluation report (pilot totals minus force counts);
+(e) from two consecutive editions side by side (a count suppressed in one and the totals of
+    both: the relations of (c) and (d) differenced between the editions), and the later
+    edition's "what changed" section, which must only repeat values the two published;
 
 and checks that no chart carries more precision than the table behind it. It must find
 nothing. A last test quarantines a delivery with a hostile column and file name and greps
 every published file for them (nothing a force writes is published verbatim).
 
-The audit reads `published` as a path (it may be a link to the run's edition folder). The
+The audit reads an edition's folder (`published/current`, a link to the newest, or
+`published/editions/<name>`); (e) runs on the two editions of tests/test_editions.py. The
 restricted survival curves serve only as the truth the curve steps are checked against.
 """
 
@@ -33,6 +37,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from evaluation.checks import COUNT_HEADER
 from evaluation.config import Disclosure, load_config
 from evaluation.disclosure import DAYS_PER_MONTH
 from evaluation.report import plotly_js
@@ -71,7 +76,8 @@ def run_study(base: Path, scale: float, edit=None) -> tuple[Path, Path, Path]:
 def study(request, tmp_path_factory):
     base = tmp_path_factory.mktemp(f"audit-{request.param:g}")
     config, _, out = run_study(base, request.param)
-    return Published.read(out / "published", out / "restricted", load_config(config).disclosure)
+    current = out / "published" / "current"
+    return Published.read(current, out / "restricted", load_config(config).disclosure)
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,13 +305,24 @@ def linear_leaks(parts: list[str], totals: list[str], rules: Disclosure, where: 
     return leaks
 
 
+Relation = tuple[list[str], list[str]]  # published cells: sum(parts) == sum(totals)
+
+
 def audit_totals(pub: Published) -> list[str]:
-    rules, leaks = pub.rules, []
+    return [
+        leak
+        for where, (parts, totals) in relations(pub).items()
+        for leak in linear_leaks(parts, totals, pub.rules, where)
+    ]
+
+
+def relations(pub: Published) -> dict[str, Relation]:
+    """Every sum a reader can form from the published counts, by where it comes from."""
+    found: dict[str, Relation] = {}
     flow = pub.table("evaluation-report-cohort-flow.csv")
     for r in flow:  # (c) each force: extracts = excluded + cohort
-        leaks += linear_leaks(
-            [r["Excluded"], r["People in the cohort"]], [r["People in the extracts"]], rules,
-            f"cohort flow {r['Force']}",
+        found[f"cohort flow {r['Force']}"] = (
+            [r["Excluded"], r["People in the cohort"]], [r["People in the extracts"]]
         )  # fmt: skip
     arm_totals = {
         r["Forces"]: r["People in the cohort"]
@@ -316,13 +333,11 @@ def audit_totals(pub: Published) -> list[str]:
     exclusions = pub.table("evaluation-report-exclusions.csv")
     for arm in ARMS:
         mine = [r for r in flow if r["Arm"] == arm]
-        leaks += linear_leaks(  # (c) forces' cohorts against the arm's total
-            [r["People in the cohort"] for r in mine], [arm_totals[f"All {arm.lower()} forces"]],
-            rules, f"cohort by arm {arm}",
+        found[f"cohort by arm {arm}"] = (  # (c) forces' cohorts against the arm's total
+            [r["People in the cohort"] for r in mine], [arm_totals[f"All {arm.lower()} forces"]]
         )  # fmt: skip
-        leaks += linear_leaks(  # (c) the reasons for exclusion against the forces' excluded
-            [r[f"{arm} forces"] for r in exclusions], [r["Excluded"] for r in mine], rules,
-            f"exclusions {arm}",
+        found[f"exclusions {arm}"] = (  # (c) the reasons for exclusion against the excluded
+            [r[f"{arm} forces"] for r in exclusions], [r["Excluded"] for r in mine]
         )  # fmt: skip
     # (d) force pages against the evaluation report: contacts by force against the arm
     by_arm = {(r["Arm"], r["Go-live"]): r["Contacts"]
@@ -333,7 +348,7 @@ def audit_totals(pub: Published) -> list[str]:
             for r in rows:
                 by_force[(r["Arm"], r["Go-live"])].append(r["Contacts"])
     for key, cells in by_force.items():
-        leaks += linear_leaks(cells, [by_arm[key]], rules, f"force pages' contacts {key}")
+        found[f"force pages' contacts {key}"] = (cells, [by_arm[key]])
     # (d) each force page's events against the pilot forces' events it shows beside them
     events = defaultdict(list)
     pilot_total = {}
@@ -349,7 +364,59 @@ def audit_totals(pub: Published) -> list[str]:
                         events[key].append(cell)
     assert events, "no force page was read"
     for key, cells in events.items():
-        leaks += linear_leaks(cells, [pilot_total[key]], rules, f"force pages' events {key}")
+        found[f"force pages' events {key}"] = (cells, [pilot_total[key]])
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# (e) two consecutive editions
+# --------------------------------------------------------------------------------------------
+def pair_leaks(then: Published, now: Published) -> list[str]:
+    """Everything a reader holding both editions can do: each relation of (c) and (d)
+    differenced between them, and the later edition's "what changed" tables."""
+    a, b = relations(then), relations(now)
+    leaks = []
+    for where in sorted(a.keys() & b.keys()):
+        leaks += differenced(a[where], b[where], now.rules, f"{where}, two editions")
+    return leaks + changes_repeat(then, now)
+
+
+def differenced(then: Relation, now: Relation, rules: Disclosure, where: str) -> list[str]:
+    """One relation in two editions. The parts published alike in both are taken as
+    unchanged (the reader's best guess: they cancel), so the changed parts and the totals
+    of both editions make one relation, sum(changed now) + totals then == sum(changed then)
+    + totals now, attacked as (c) attacks one edition's: a suppressed count 'then' must not
+    follow from the totals and the count 'now'."""
+    if len(then[0]) != len(now[0]):
+        return []  # the parts are not the same rows (a force joined or left)
+    changed = [i for i, (x, y) in enumerate(zip(then[0], now[0], strict=True)) if x != y]
+    if not changed and then[1] == now[1]:
+        return []
+    parts = [now[0][i] for i in changed] + then[1]
+    totals = [then[0][i] for i in changed] + now[1]
+    return linear_leaks(parts, totals, rules, where)
+
+
+CHANGES = "evaluation-report-changed-{}.csv"
+
+
+def changes_repeat(then: Published, now: Published) -> list[str]:
+    """The later edition's "what changed" tables hold no count, and each estimate in them
+    is one its edition published in its hazard-ratio table (then: the earlier edition):
+    the section repeats, it never differences."""
+    leaks = []
+    for name in (CHANGES.format("deliveries"), CHANGES.format("estimates")):
+        header = list(now.csvs[name][0]) if now.csvs.get(name) else []
+        leaks += [f"{name}: a count column {h!r}" for h in header if COUNT_HEADER.match(h)]
+    for row in now.csvs.get(CHANGES.format("estimates"), []):
+        for pub, when in ((then, "then"), (now, "now")):
+            table = pub.table("evaluation-report-hazard-ratios.csv")
+            shown = {v for r in table for v in r.values()} | {"–"}
+            leaks += [
+                f"what changed: {column} {cell} is not in the {when} edition's hazard ratios"
+                for column, cell in row.items()
+                if f" {when}" in column and cell not in shown
+            ]
     return leaks
 
 
@@ -400,6 +467,18 @@ def test_the_audit_finds_a_share_that_pins_its_total():
     assert linear_leaks(["<10", "100"], ["100"], Disclosure(min_cell=10, round_to=1), "t")
 
 
+def test_the_audit_finds_a_count_two_editions_give_away():
+    """(e): force A's cohort '<10' then and '20' now, force B's unchanged, the total 55 then
+    and 70 now: with exact totals (round_to 1) A had 20 + 55 - 70 = 5 people then."""
+    exact, rounded = Disclosure(min_cell=10, round_to=1), Disclosure(min_cell=10, round_to=5)
+    then, now = (["<10", "50"], ["55"]), (["20", "50"], ["70"])
+    assert differenced(then, now, exact, "t") == ["t: the cell '<10' can only be 5"]
+    assert differenced(then, now, rounded, "t") == []  # rounded, A was 0 to 9 (not pinned)
+    assert differenced(then, then, exact, "t") == []  # nothing changed
+    # with no change in the forces' counts, totals that moved cannot pin them
+    assert differenced((["<10", "50"], ["55"]), (["<10", "50"], ["60"]), rounded, "t") == []
+
+
 # --------------------------------------------------------------------------------------------
 # Item 9: nothing a force writes is published verbatim
 # --------------------------------------------------------------------------------------------
@@ -431,7 +510,7 @@ def test_names_a_force_wrote_are_never_published(tmp_path):
     # the hostile names did reach the findings (restricted), and the delivery was quarantined
     reports = "".join(p.read_text() for p in (out / "restricted").rglob("*.json"))
     assert "HYPERLINK" in reports and "cmd|" in reports
-    published = out / "published"
+    published = out / "published" / "current"
     quarantined = [
         r
         for r in csv.DictReader(

@@ -415,7 +415,7 @@ def test_published_report_and_ledger_through_the_core(tmp_path):
     synth = ["synth", "--config", str(config), "--out", str(drop), "--seed", "5"]
     assert main([*synth, "--scale", "0.03"]) == 0
     bare(str(config), str(drop), str(out))
-    html = (out / "published" / "evaluation-report.html").read_text()
+    html = (out / "published" / "current" / "evaluation-report.html").read_text()
     results = json.loads((out / "restricted" / "results.json").read_text())
     look = interim_result(results["estimates"], load_config(config))
     assert look.k == 1 and f"Interim analysis 1 of {look.total}" in html

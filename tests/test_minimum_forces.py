@@ -122,8 +122,8 @@ def test_an_evaluation_below_the_minimum_fails_in_one_line_and_publishes_nothing
         assert f"{force} (" in line
     assert "EVL (Eastvale Police): no delivery passed validation" in line
     assert result.get_asset_materialization_events() == []  # no cohort, model or report
-    assert (out / "published").resolve() == last.resolve()
-    assert sorted(p.name for p in (out / "editions").iterdir()) == [last.name]
+    assert (out / "published" / "current").resolve() == last.resolve()
+    assert sorted(p.name for p in (out / "published" / "editions").iterdir()) == [last.name]
     assert not (out / "restricted" / "results.json").exists()
 
     # The data_quality job reports the same deliveries without failing for them.

@@ -313,7 +313,7 @@ def test_a_degenerate_design_publishes_every_estimable_analysis(design, run):
 
     # Published: the reports, and in the evaluation report every reason (its counts under
     # disclosure control) in "What could not be estimated".
-    published = r.out / "published"
+    published = r.out / "published" / "current"
     report = html.unescape((published / "evaluation-report.html").read_text())
     forces = {e["force"] for e in r.results["run"]["extracts"]}
     assert all((published / f"force-{c}.html").exists() for c in forces & set(PILOTS))

@@ -204,7 +204,7 @@ def test_an_evaluation_that_cannot_stand_exits_1_in_one_line_and_keeps_the_editi
     text = PILOT_CONFIG.read_text()
     later = re.sub(r"(?m)^(\s*(data_cutoff|extract_date):)\s*\S+", r"\1 2026-12-31", text)
     config.write_text(later)
-    edition = (out / "published").resolve()
+    edition = (out / "published" / "current").resolve()
     results = (out / "restricted" / "results.json").read_bytes()
     cmd = dpf_eval("run", "--config", str(config), "--drop", str(study.drop), "--out", str(out))
     done = subprocess.run(cmd, cwd=ROOT, env=cli_env(), capture_output=True, text=True)
@@ -212,5 +212,5 @@ def test_an_evaluation_that_cannot_stand_exits_1_in_one_line_and_keeps_the_editi
     assert done.stderr.startswith("dpf-eval: The evaluation cannot stand "), done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stdout + done.stderr
     assert "missing: " in done.stderr  # the forces missing, named
-    assert (out / "published").resolve() == edition
+    assert (out / "published" / "current").resolve() == edition
     assert (out / "restricted" / "results.json").read_bytes() == results

@@ -103,7 +103,7 @@ def test_results_json_follows_the_contract(small_study, pilot_cfg):
 
 def test_report_is_self_contained_and_person_centred(small_study, pilot_cfg):
     _, out = small_study
-    html = (out / "published" / "evaluation-report.html").read_text()
+    html = (out / "published" / "current" / "evaluation-report.html").read_text()
     scripts = re.findall(r"<script[^>]*>(.*?)</script>", html, flags=re.S)
     assert sum(len(s) > 1_000_000 for s in scripts) == 1  # plotly.js embedded exactly once
     markup = re.sub(r"<script[^>]*>.*?</script>", "", html, flags=re.S)

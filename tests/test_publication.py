@@ -1,8 +1,9 @@
 """Publication as one set, and who may read what (issue 15, items 7 and 10).
 
-A run's pages appear in published/ all together or not at all: a kill while the reports are
-built, a full disk or a permission error leaves the previous set whole and no debris, and
-the error is one line naming the path. Restricted outputs are owner-only whatever the umask;
+A run's pages appear in published/current (and as a new edition under published/editions)
+all together or not at all: a kill while the reports are built, a full disk or a permission
+error leaves the previous set whole and no debris, and the error is one line naming the
+path. Restricted outputs are owner-only whatever the umask;
 published ones stay readable.
 """
 
@@ -27,7 +28,6 @@ import pytest
 
 import pipelines.definitions as definitions
 from evaluation.filemodes import prepare_out
-from evaluation.publish.edition import publish_edition
 from pipelines import runner
 from pipelines.cli import main
 from tests.conftest import ROOT
@@ -38,7 +38,7 @@ RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 
 
 def copy_out(out: Path, target: Path) -> Path:
-    """A copy of a finished output folder (its published/ link kept as a link)."""
+    """A copy of a finished output folder (its published/current link kept as a link)."""
     shutil.copytree(out, target, symlinks=True, ignore=shutil.ignore_patterns(".run.lock"))
     return target
 
@@ -64,12 +64,18 @@ def assert_one_whole_set(published: Path, before: dict[str, str]) -> None:
     assert now.keys() == before.keys()
     (run,) = run_ids(published)  # every page from the same run
     assert published.resolve().name.endswith(run[:8])
+    # the index names the current edition, and only editions that are there
+    index = (published.parent / "index.html").read_text()
+    named = set(re.findall(r'href="editions/([^/"]+)/', index))
+    assert published.resolve().name in named
+    assert named <= {p.name for p in (published.parent / "editions").iterdir()}
 
 
 def debris(out: Path) -> list[Path]:
     """Temporary files, half-built editions and unswitched links anywhere under out."""
     found = [p for p in out.rglob("*") if p.name.endswith(".tmp")]
-    found += list(out.glob("editions/.building-*")) + list(out.glob(".published-*"))
+    found += list(out.glob("published/editions/.building-*"))
+    found += list(out.glob("published/.new-*"))
     return found
 
 
@@ -117,7 +123,7 @@ def _kill(cmd: list[str], when, **env: str) -> bool:
 
 def test_a_run_killed_while_its_reports_are_built_publishes_nothing(study_out, capsys):
     config, drop, out = study_out
-    published = out / "published"
+    published = out / "published" / "current"
     before = snapshot(published)
     assert len(before) > 20
 
@@ -137,7 +143,7 @@ def test_a_run_killed_while_its_reports_are_built_publishes_nothing(study_out, c
     # Killed while the edition's files are written: still the previous set (or, if the
     # run won the race, the whole new one).
     def edition_being_built() -> bool:
-        return any((out / "editions").glob(".building-*"))
+        return any((out / "published" / "editions").glob(".building-*"))
 
     publish = [sys.executable, "-c", PUBLISH_ONLY]
     paths = {"DPF_CONFIG": str(config), "DPF_DROP": str(drop), "DPF_OUT": str(out)}
@@ -156,9 +162,9 @@ def test_a_run_killed_while_its_reports_are_built_publishes_nothing(study_out, c
     (run,) = run_ids(published)
     assert json.loads((out / "restricted" / "results.json").read_text())["run"]["id"] == run
     assert debris(out) == []
-    # Earlier editions are kept; published/ is a link to the newest.
+    # Earlier editions are kept; published/current is a link to the newest.
     assert published.is_symlink()
-    editions = sorted(p.name for p in (out / "editions").iterdir())
+    editions = sorted(p.name for p in (out / "published" / "editions").iterdir())
     assert len(editions) >= 2 and published.resolve().name in editions
 
 
@@ -189,15 +195,15 @@ def test_a_failed_write_is_one_line_naming_the_path_and_publishes_nothing(
 ):
     config, drop, out = study_out
     monkeypatch.setattr(definitions, "TRANSIENT", dg.RetryPolicy(max_retries=1, delay=0))
-    published = out / "published"
-    before, editions = snapshot(published), sorted(out.glob("editions/*"))
+    published = out / "published" / "current"
+    before, editions = snapshot(published), sorted(out.glob("published/editions/*"))
     failed = _fail_writes_under(out, error, monkeypatch)
 
     args = ["run", "--config", str(config), "--drop", str(drop), "--out", str(out)]
     assert main([*args, "--recompute"]) == 1
     monkeypatch.undo()
     assert snapshot(published) == before
-    assert sorted(out.glob("editions/*")) == editions  # no new edition, none removed
+    assert sorted(out.glob("published/editions/*")) == editions  # no new edition, none removed
     assert debris(out) == []
     assert failed
     assert capfd.readouterr().err == f"dpf-eval: {os.strerror(error)}: {failed[-1]}\n"
@@ -228,7 +234,7 @@ def test_the_data_quality_job_publishes_a_new_edition_with_the_latest_reports(
     study_out, monkeypatch
 ):
     config, drop, out = study_out
-    published = out / "published"
+    published = out / "published" / "current"
     before = snapshot(published)
     defs = definitions.build_definitions(str(config), str(drop), str(out))
     result = defs.resolve_job_def("data_quality").execute_in_process(
@@ -238,36 +244,13 @@ def test_the_data_quality_job_publishes_a_new_edition_with_the_latest_reports(
     after = snapshot(published)
     assert after.keys() == before.keys()
     assert after["data-quality.html"] != before["data-quality.html"]  # this run's
-    # the evaluation and force pages as the last evaluation run rendered them
-    assert {k: v for k, v in after.items() if not k.startswith("data-quality")} == {
-        k: v for k, v in before.items() if not k.startswith("data-quality")
-    }
+    # the evaluation and force pages as the last evaluation run rendered them; the record
+    # names the new edition
+    kept = {k for k in before if not k.startswith("data-quality") and k != "edition.json"}
+    assert {k: after[k] for k in kept} == {k: before[k] for k in kept}
+    record = json.loads((published / "edition.json").read_text())
+    assert record["edition"] == published.resolve().name
     assert published.resolve().name.endswith(result.run_id[:8])
-
-
-def test_a_published_folder_of_an_earlier_version_becomes_an_edition(tmp_path, monkeypatch):
-    out = tmp_path / "out"
-    (out / "published").mkdir(parents=True)
-    (out / "published" / "evaluation-report.html").write_text("<html>old</html>")
-    pages = {"evaluation-report.html": "<html>new</html>", "evaluation-report-t.csv": "a\n"}
-
-    # A failure before the switch leaves the old folder where it was.
-    def no_links(*_):
-        raise OSError(errno.ENOSPC, "No space left on device", str(out))
-
-    monkeypatch.setattr(os, "symlink", no_links)
-    with pytest.raises(OSError):
-        publish_edition(out, pages, "2026-09-30-aaaaaaaa")
-    monkeypatch.undo()
-    assert not (out / "published").is_symlink()
-    assert (out / "published" / "evaluation-report.html").read_text() == "<html>old</html>"
-    assert debris(out) == [] and [p.name for p in (out / "editions").iterdir()] == []
-
-    edition = publish_edition(out, pages, "2026-09-30-bbbbbbbb")
-    assert (out / "published").is_symlink() and (out / "published").resolve() == edition
-    assert (out / "published" / "evaluation-report.html").read_text() == "<html>new</html>"
-    (old,) = [p for p in (out / "editions").iterdir() if p != edition]
-    assert (old / "evaluation-report.html").read_text() == "<html>old</html>"  # kept
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,8 +304,9 @@ def test_restricted_outputs_are_owner_only_and_published_ones_readable(
 
     # Published: readable by everyone, through a readable output folder.
     assert mode(out) == 0o755
-    assert mode(out / "editions") == 0o755
-    edition = (out / "published").resolve()
+    assert mode(out / "published") == 0o755 and mode(out / "published" / "editions") == 0o755
+    assert mode(out / "published" / "index.html") == 0o644
+    edition = (out / "published" / "current").resolve()
     assert mode(edition) == 0o755
     pages = list(edition.iterdir())
     assert len(pages) > 20 and all(mode(p) == 0o644 for p in pages)

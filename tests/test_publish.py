@@ -431,7 +431,7 @@ def count_columns(headers: list[str]) -> list[int]:
 @pytest.fixture(scope="module")
 def published(report_study):
     _, _, out = report_study
-    return out / "published"
+    return out / "published" / "current"
 
 
 @pytest.mark.slow
@@ -466,10 +466,11 @@ def test_tables_in_memory_match_the_published_csvs_and_hold_only_safe_counts(rep
     pages = [evaluation_page(inputs, cfg), data_quality_page(inputs, cfg)]
     pages += [force_page(inputs, cfg, c, flow) for c in cfg.pilot_codes]
     checked = 0
+    current = out / "published" / "current"
     for page in pages:
-        page.render(out / "published")  # names the CSVs
+        page.render(current)  # names the CSVs
         for t in page.tables:
-            assert (out / "published" / t.csv_name).read_text() == csv_text(t), t.csv_name
+            assert (current / t.csv_name).read_text() == csv_text(t), t.csv_name
             for col in t.counts:
                 bad = [v for v in t.frame[col] if not publishable_count(str(v), cfg.disclosure)]
                 assert not bad, (t.csv_name, col, bad)
@@ -520,7 +521,7 @@ def test_nothing_disclosive_anywhere_under_published(report_study, published):
     allowed |= {f.go_live for f in cfg.forces}
     allowed = {d.isoformat() for d in allowed}
     allowed |= {p.name for p in drop.glob("*/*")}  # delivery dates
-    results = json.loads((published.parent / "restricted" / "results.json").read_text())
+    results = json.loads((published.parents[1] / "restricted" / "results.json").read_text())
     for f in published.iterdir():
         text = f.read_text().replace(plotly_js(), "").replace(results["run"]["created"][:10], "")
         dates = set(re.findall(r"\b20\d\d-\d\d-\d\d\b", text))
@@ -577,10 +578,10 @@ def test_an_avoided_term_in_a_force_name_fails_the_run(report_study, tmp_path, c
     shutil.copytree(out, copy, ignore=shutil.ignore_patterns("dagster", "logs"))
     bad = tmp_path / "bad.yaml"
     bad.write_text(Path(config).read_text().replace("Northwold Constabulary", "Northwold RSO Unit"))
-    before = {p.name: p.read_bytes() for p in (copy / "published").iterdir()}
+    before = {p.name: p.read_bytes() for p in (copy / "published" / "current").iterdir()}
     assert main(["run", "--config", str(bad), "--drop", str(drop), "--out", str(copy)]) == 1
     err = capsys.readouterr().err
     assert "avoided term" in err and "'RSO'" in err and "Northwold RSO Unit" in err
-    for p in (copy / "published").iterdir():
+    for p in (copy / "published" / "current").iterdir():
         assert "RSO" not in p.read_text(), p.name
         assert p.read_bytes() == before.get(p.name), p.name  # nothing new was published

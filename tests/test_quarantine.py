@@ -76,7 +76,7 @@ def test_quarantine_then_recovery(tmp_path, capsys):
     results = json.loads((out / "restricted" / "results.json").read_text())
     used = {e["force"]: e["extract_date"] for e in results["run"]["extracts"]}
     assert used["ASH"] == old_date
-    report = (out / "published" / "evaluation-report.html").read_text()
+    report = (out / "published" / "current" / "evaluation-report.html").read_text()
     assert "not current" in report and "2026-10-31" in report
 
     # The force re-delivers the corrected file; the next run uses the newer delivery.
@@ -92,6 +92,8 @@ def test_quarantine_then_recovery(tmp_path, capsys):
     # revision 1 and its report kept and both listed in the data-quality report.
     reports = out / "restricted" / "validation" / "ASH" / "2026-10-31"
     assert sorted(p.name for p in reports.iterdir()) == ["revision-1.json", "revision-2.json"]
-    listed = pl.read_csv(out / "published" / "data-quality-deliveries.csv", infer_schema=False)
+    listed = pl.read_csv(
+        out / "published" / "current" / "data-quality-deliveries.csv", infer_schema=False
+    )
     ash = listed.filter(pl.col("Delivery") == "2026-10-31")
     assert ash.select("Revision", "Status").rows() == [("1", "quarantined"), ("2", "in use")]

@@ -1,7 +1,8 @@
-"""The published pages in headless Chromium: they open offline with no console errors, their
-charts draw, the headline numbers equal results.json after disclosure control, axe-core finds
-no accessibility violation, nothing scrolls sideways at phone width, and a force name that
-is a script stays text. Screenshots (1200 px and 375 px) are saved under the test's tmp dir.
+"""The published pages (and the index of editions) in headless Chromium: they open offline
+with no console errors, their charts draw, the headline numbers equal results.json after
+disclosure control, axe-core finds no accessibility violation, nothing scrolls sideways at
+phone width, and a force name that is a script stays text. Screenshots (1200 px and 375 px)
+are saved under the test's tmp dir.
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ def browser():
 @pytest.fixture(scope="module")
 def pages(report_study):
     _, _, out = report_study
-    return sorted((out / "published").glob("*.html"))
+    return [
+        *sorted((out / "published" / "current").glob("*.html")),
+        out / "published" / "index.html",
+    ]
 
 
 class Opened:
@@ -85,40 +89,47 @@ def pixel_variance(png: bytes) -> float:
 
 
 def test_pages_open_offline_draw_their_charts_and_pass_axe(browser, pages, tmp_path):
-    """Per page: no console error, no request off the file system, every chart drawn (SVG
-    traces; the first charts also a non-blank screenshot), zero axe-core violations with
-    every <details> open (the charts' data tables included)."""
+    assert len(pages) >= 4
+    for path in pages:
+        assert_page_opens_draws_and_passes_axe(browser, path, tmp_path)
+
+
+NO_CHARTS = ("data-quality.html", "index.html")
+
+
+def assert_page_opens_draws_and_passes_axe(browser, path: Path, shots: Path) -> None:
+    """No console error, no request off the file system, every chart drawn (SVG traces;
+    the first charts also a non-blank screenshot; only the data-quality page and the index
+    have none), zero axe-core violations with every <details> open (the charts' data tables
+    included). Screenshots go to `shots`."""
     from axe_playwright_python.sync_playwright import Axe
 
-    axe = Axe()
-    assert len(pages) >= 3
-    for path in pages:
-        opened = Opened(browser, path)
-        page = opened.page
-        assert opened.errors == [], (path.name, opened.errors)
-        assert all(u.startswith("file://") for u in opened.requests), opened.requests
-        page.screenshot(path=str(tmp_path / f"{path.stem}-1200.png"))
-        charts = page.locator(".plotly-graph-div")
-        assert charts.count() > 0 or path.name == "data-quality.html", path.name
-        drawn = page.evaluate(
-            "Array.from(document.querySelectorAll('.plotly-graph-div')).map(d => "
-            "d.querySelectorAll('.main-svg .trace path[d], .main-svg .point').length)"
-        )
-        assert all(n > 0 for n in drawn), (path.name, drawn)
-        for i in range(min(charts.count(), 3)):
-            chart = charts.nth(i)
-            chart.scroll_into_view_if_needed()
-            png = chart.screenshot(path=str(tmp_path / f"{path.stem}-chart{i}.png"))
-            assert pixel_variance(png) > 50, (path.name, chart.get_attribute("id"))
-        page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
-        # the charts' SVG internals are presentational (role="img" with a text alternative)
-        result = axe.run(page, context={"exclude": [[".plotly-graph-div"]]})
-        violations = result.response["violations"]
-        opened.close()
-        assert violations == [], (
-            path.name,
-            [(v["id"], v["nodes"][0]["target"]) for v in violations],
-        )
+    opened = Opened(browser, path)
+    page = opened.page
+    assert opened.errors == [], (path.name, opened.errors)
+    assert all(u.startswith("file://") for u in opened.requests), opened.requests
+    page.screenshot(path=str(shots / f"{path.stem}-1200.png"))
+    charts = page.locator(".plotly-graph-div")
+    assert charts.count() > 0 or path.name in NO_CHARTS, path.name
+    drawn = page.evaluate(
+        "Array.from(document.querySelectorAll('.plotly-graph-div')).map(d => "
+        "d.querySelectorAll('.main-svg .trace path[d], .main-svg .point').length)"
+    )
+    assert all(n > 0 for n in drawn), (path.name, drawn)
+    for i in range(min(charts.count(), 3)):
+        chart = charts.nth(i)
+        chart.scroll_into_view_if_needed()
+        png = chart.screenshot(path=str(shots / f"{path.stem}-chart{i}.png"))
+        assert pixel_variance(png) > 50, (path.name, chart.get_attribute("id"))
+    page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+    # the charts' SVG internals are presentational (role="img" with a text alternative)
+    result = Axe().run(page, context={"exclude": [[".plotly-graph-div"]]})
+    violations = result.response["violations"]
+    opened.close()
+    assert violations == [], (
+        path.name,
+        [(v["id"], v["nodes"][0]["target"]) for v in violations],
+    )
 
 
 def test_headline_numbers_equal_results_json_after_disclosure_control(browser, report_study):
@@ -126,7 +137,7 @@ def test_headline_numbers_equal_results_json_after_disclosure_control(browser, r
     cfg = load_config(config)
     res = Results(json.loads((out / "restricted" / "results.json").read_text()))
     h = headline(res, cfg)
-    opened = Opened(browser, out / "published" / "evaluation-report.html")
+    opened = Opened(browser, out / "published" / "current" / "evaluation-report.html")
     summary = opened.page.locator("#summary").inner_text()
     opened.close()
     if h["estimate"] is not None:

@@ -103,7 +103,7 @@ def test_a_run_validates_every_delivery_once_in_one_batch(tiny, tmp_path, monkey
     assert main(["run", "--config", str(config), "--drop", str(drop), "--out", str(out)]) == 0
     refs = discover_deliveries(drop)
     assert batches == [refs]
-    assert (out / "published" / "evaluation-report.html").exists()
+    assert (out / "published" / "current" / "evaluation-report.html").exists()
 
     instance = dg.DagsterInstance.get()
     key = dg.AssetCheckKey(dg.AssetKey("raw_delivery"), "delivery_conforms")

@@ -2,13 +2,14 @@
 results. Disclosure control (`evaluation.disclosure`) is applied before anything reaches a
 template, and the language check runs on every file before any is written.
 
-* `evaluation_report`: published/evaluation-report.html
-* `force_reports`: published/force-<CODE>.html, one per pilot force
-* `data_quality`: published/data-quality.html
+* `evaluation_report`: evaluation-report.html (and the edition's record, edition.json)
+* `force_reports`: force-<CODE>.html, one per pilot force
+* `data_quality`: data-quality.html
 
 Each page's tables are also published as `<page>-<table>.csv`. A run renders the pages
 (`*_pages`: file name -> text, nothing written) and then publishes all of them as one
-edition (`publish_edition`).
+edition (`publish_edition`: published/editions/<edition>/, with a PDF of each page,
+published/current and published/index.html).
 """
 
 from __future__ import annotations
@@ -61,9 +62,12 @@ def _by_name(files: dict[Path, str]) -> dict[str, str]:
     return {path.name: text for path, text in files.items()}
 
 
-def evaluation_report_pages(inputs: ReportInputs, cfg: StudyConfig) -> dict[str, str]:
-    """evaluation-report.html and its CSVs, by file name (nothing written)."""
-    return _by_name(render_evaluation_report(inputs, cfg, Path()))
+def evaluation_report_pages(
+    inputs: ReportInputs, cfg: StudyConfig, previous: tuple[str, dict | None] | None = None
+) -> dict[str, str]:
+    """evaluation-report.html, its CSVs and the edition's record, by file name (nothing
+    written); `previous`: the newest published edition (`changes.previous_edition`)."""
+    return _by_name(render_evaluation_report(inputs, cfg, Path(), previous))
 
 
 def force_pages(inputs: ReportInputs, cfg: StudyConfig) -> dict[str, str]:

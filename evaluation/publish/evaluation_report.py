@@ -1,6 +1,7 @@
-"""The evaluation report (published/evaluation-report.html and its tables as CSV): summary
-first, then the cohort, data quality, survival results, difference in differences,
-intermediate outcomes, fidelity, the ARMS review, methods, limitations and provenance."""
+"""The evaluation report (evaluation-report.html and its tables as CSV, and the edition's
+record, edition.json): summary first, then what changed since the previous edition, the
+cohort, data quality, survival results, difference in differences, intermediate outcomes,
+fidelity, the ARMS review, methods, limitations and provenance."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from evaluation.config import OUTCOMES, StudyConfig
 from evaluation.disclosure import safe_count
 from evaluation.inference import assignments_used
 from evaluation.publish.arms import arms_part
+from evaluation.publish.changes import RECORD, edition_record, record_json, what_changed
 from evaluation.publish.cohort import (
     COVARIATE_LABELS,
     delivery_summary,
@@ -39,6 +41,7 @@ from evaluation.survival_models import headline_inference
 TITLE = "Desistance Practice Framework pilot: evaluation report"
 NAV = [
     ("summary", "Summary"),
+    ("changes", "What changed"),
     ("cohort", "Who was included"),
     ("data-quality", "Data quality"),
     ("survival", "Results by outcome"),
@@ -77,7 +80,11 @@ def _permutations_note(cfg: StudyConfig, in_use: tuple[int, int] | None = None) 
     )
 
 
-def evaluation_page(inputs: ReportInputs, cfg: StudyConfig) -> Page:
+def evaluation_page(
+    inputs: ReportInputs, cfg: StudyConfig, previous: tuple[str, dict | None] | None = None
+) -> Page:
+    """The page; `previous` is the newest published edition as (name, record), None before
+    the first (`changes.previous_edition`)."""
     res = Results(inputs.results)
     flow = flow_table(inputs.flow, cfg)
     exclusions = exclusions_table(inputs.flow, cfg)
@@ -96,6 +103,8 @@ def evaluation_page(inputs: ReportInputs, cfg: StudyConfig) -> Page:
     }
     summary = build_summary(res, survival["hrs"], cfg, people, forces)
     dq = inputs.dq
+    record = edition_record(summary, survival["hrs"], dq, res, cfg)
+    changes = what_changed(previous, record, cfg)
     inf = headline_inference(cfg)
     context = {
         "title": TITLE,
@@ -105,6 +114,8 @@ def evaluation_page(inputs: ReportInputs, cfg: StudyConfig) -> Page:
         "nav": NAV,
         "stale": stale,
         "summary": summary,
+        "changes": changes,
+        "record": record,  # published as the edition's record
         "force_pages": [
             {"name": f.name, "href": f"force-{f.code}.html"} for f in cfg.forces if f.arm == "pilot"
         ],
@@ -150,6 +161,7 @@ def evaluation_page(inputs: ReportInputs, cfg: StudyConfig) -> Page:
         "monitoring": cfg.monitoring,
     }
     tables = page_tables(
+        [changes.get("deliveries"), changes.get("estimates")],
         [flow, exclusions, t1, currency],
         [survival[k] for k in ("forest", "hr_table", "horizon", "power", "hr_sensitivity")],
         survival["outcomes"],
@@ -161,5 +173,12 @@ def evaluation_page(inputs: ReportInputs, cfg: StudyConfig) -> Page:
     return Page("evaluation-report", "evaluation-report.html.j2", context, tables)
 
 
-def render_evaluation_report(inputs: ReportInputs, cfg: StudyConfig, out: Path) -> dict[Path, str]:
-    return evaluation_page(inputs, cfg).render(out)
+def render_evaluation_report(
+    inputs: ReportInputs,
+    cfg: StudyConfig,
+    out: Path,
+    previous: tuple[str, dict | None] | None = None,
+) -> dict[Path, str]:
+    """The page, its CSVs and the edition's record (`changes.RECORD`)."""
+    page = evaluation_page(inputs, cfg, previous)
+    return {**page.render(out), out / RECORD: record_json(page.context["record"])}
