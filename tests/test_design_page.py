@@ -25,7 +25,15 @@ import pytest
 
 from evaluation.checks import disclosure
 from evaluation.publish.common import check_files
-from evaluation.publish.design import design_page, publish_design_page, render_design_page
+from evaluation.publish.design import (
+    design_page,
+    edition_pages,
+    plan_record,
+    publish_design_page,
+    read_plan,
+    render_design_page,
+    store_plan,
+)
 from evaluation.report import plotly_js
 
 HAND = {  # (pilot forces, hazard ratio): power, mc_se, interval (%) worked out above
@@ -212,6 +220,43 @@ def test_published_into_a_folder_page_first(tmp_path, pilot_cfg):
             "pilot-design-assumptions.csv",
         }
     )
+
+
+def test_the_plan_is_stored_restricted_and_becomes_an_editions_pages(tmp_path, pilot_cfg):
+    out = tmp_path / "out"
+    assert read_plan(out) is None and edition_pages(out, pilot_cfg) == {}  # no plan: no page
+    force = pilot_cfg.forces[0]
+    run = {
+        "id": "r1",
+        "extracts": [{"force": force.code, "extract_date": "2026-09", "sha256": "ab"}],
+    }
+    record = plan_record(make_plan(), run)
+    assert record["run"] is None  # calibrated to the config: no run's deliveries
+    path = store_plan(plan_record({**make_plan(), "inputs": {**INPUTS, "source": "run"}}, run), out)
+    assert path == out / "restricted" / "plan" / "plan.json"
+    stored = read_plan(out)
+    assert stored["rows"] == make_plan()["rows"] and stored["run"] == run
+    pages = edition_pages(out, pilot_cfg)
+    assert sorted(pages) == [
+        "pilot-design-assumptions.csv",
+        "pilot-design-power-chart-1.csv",
+        "pilot-design-power.csv",
+        "pilot-design.html",
+    ]
+    html = pages["pilot-design.html"]
+    assert 'href="evaluation-report.html"' in html  # the edition's own report
+    assert "estimated from the evaluation&#39;s current data" in html
+    assert f'<th scope="row">{force.name}</th>' in html  # the calibration run's delivery
+
+
+def test_the_published_page_links_the_current_report_only_if_there_is_one(tmp_path, pilot_cfg):
+    published = tmp_path / "published"
+    page = publish_design_page(make_plan(), pilot_cfg, published)[0]
+    assert "evaluation-report.html" not in page.read_text()
+    (published / "current").mkdir()
+    (published / "current" / "evaluation-report.html").write_text("report")
+    page = publish_design_page(make_plan(), pilot_cfg, published)[0]
+    assert 'href="current/evaluation-report.html"' in page.read_text()
 
 
 @pytest.mark.browser

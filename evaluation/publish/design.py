@@ -21,6 +21,7 @@ disclosure control like every other published count.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import platform
 from collections.abc import Mapping, Sequence
@@ -57,9 +58,11 @@ from evaluation.publish.common import (
     publish_files,
     years_phrase,
 )
-from evaluation.results import code_version
+from evaluation.results import code_version, write_json_atomic
 
 STEM = "pilot-design"
+PLAN_JSON = "plan.json"
+CURRENT = "current"  # published/current: the newest edition (evaluation.publish.edition)
 TITLE = "Planning the next pilot: how many forces, and for how long"
 NAV = [
     ("summary", "Summary"),
@@ -408,26 +411,49 @@ def _permutations(cfg: StudyConfig) -> str:
 # --------------------------------------------------------------------------------------------
 # The page
 # --------------------------------------------------------------------------------------------
-def plan_provenance(
-    plan: Mapping,
-    cfg: StudyConfig,
-    results: Mapping | None = None,
-    generated: dt.datetime | None = None,
-) -> dict:
-    """The reproducibility footer of the page: the plan (its fingerprint and when it was
-    computed), code and config, and, when the simulation was calibrated to a run, that run's
-    deliveries (`results`: its results.json)."""
+def plan_record(plan: Mapping, run: Mapping | None = None) -> dict:
+    """The plan as stored for its pages (`plan.json`): the planner's JSON
+    (`evaluation.design.PlanResult.as_json()`: alpha, outcome, inputs, fingerprint, rows)
+    with when and by which code it was computed, and, when it was calibrated to a run, that
+    run's `run` block of results.json (its deliveries go in the page's footer)."""
+    return {
+        **plan,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "code_version": code_version(),
+        "run": dict(run) if run is not None and plan["inputs"]["source"] == "run" else None,
+    }
+
+
+def plan_file(out: Path) -> Path:
+    """Where a study's newest plan is kept: restricted/plan/plan.json under its output
+    folder (restricted, like everything the pages are made from)."""
+    return Path(out) / "restricted" / "plan" / PLAN_JSON
+
+
+def store_plan(record: Mapping, out: Path) -> Path:
+    path = plan_file(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(dict(record), path)
+    return path
+
+
+def read_plan(out: Path) -> dict | None:
+    """The study's newest plan (`plan_record`), None if no plan has been run."""
+    path = plan_file(out)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def plan_provenance(plan: Mapping, cfg: StudyConfig, generated: dt.datetime | None = None) -> dict:
+    """The reproducibility footer of the page: the plan (its fingerprint, when and by which
+    code it was computed), the config and, for a plan calibrated to a run, that run's
+    deliveries."""
     generated = generated or dt.datetime.now(dt.UTC)
     names = {f.code: f.name for f in cfg.forces}
-    extracts = (
-        (results or {}).get("run", {}).get("extracts", [])
-        if plan["inputs"]["source"] == "run"
-        else []
-    )
+    extracts = (plan.get("run") or {}).get("extracts", [])
     return {
         "id": f"plan {plan.get('fingerprint', '')}".strip(),
         "created": plan.get("created") or generated.isoformat(timespec="seconds"),
-        "code_version": code_version(),
+        "code_version": plan.get("code_version") or code_version(),
         "config_sha256": cfg.sha256,
         "config": Path(cfg.source).name if cfg.source else "(inline)",
         "extracts": [
@@ -443,14 +469,12 @@ def plan_provenance(
 def design_page(
     plan: Mapping,
     cfg: StudyConfig,
-    results: Mapping | None = None,
     generated: dt.datetime | None = None,
     report_href: str | None = None,
 ) -> Page:
-    """The page from a plan (`evaluation.design.PlanResult.as_json()`: `rows`, `inputs`,
-    `alpha`, `outcome`, `fingerprint`) and the study config; `results`: the results.json of
-    the run the plan was calibrated to, if any (its deliveries go in the footer);
-    `report_href`: the evaluation report, relative to the page (None: no link)."""
+    """The page from a plan (`plan_record`, or the planner's JSON alone: `rows`, `inputs`,
+    `alpha`, `outcome`, `fingerprint`) and the study config; `report_href`: the evaluation
+    report, relative to the page (None: no link)."""
     rows = [dict(r) for r in plan["rows"]]
     if not rows:
         raise ValueError("the plan has no rows: nothing to publish")
@@ -465,7 +489,7 @@ def design_page(
         "title": TITLE,
         "study": cfg.study,
         "disclosure": cfg.disclosure,
-        "provenance": plan_provenance(plan, cfg, results, generated),
+        "provenance": plan_provenance(plan, cfg, generated),
         "nav": NAV,
         "outcome": outcome,
         "answers": answers(rows, outcome),
@@ -486,15 +510,26 @@ def design_page(
 
 
 def render_design_page(
-    plan: Mapping, cfg: StudyConfig, out: Path, results: Mapping | None = None
+    plan: Mapping, cfg: StudyConfig, out: Path, report_href: str | None = None
 ) -> dict[Path, str]:
     """pilot-design.html and its CSVs under `out` (nothing written)."""
-    return design_page(plan, cfg, results).render(out)
+    return design_page(plan, cfg, report_href=report_href).render(out)
 
 
-def publish_design_page(
-    plan: Mapping, cfg: StudyConfig, out: Path, results: Mapping | None = None
-) -> list[Path]:
-    """Write pilot-design.html and its CSVs into `out` (the study's published folder), each
-    language-checked first; returns the paths (the page first)."""
-    return publish_files(render_design_page(plan, cfg, out, results), cfg)
+def publish_design_page(plan: Mapping, cfg: StudyConfig, published: Path) -> list[Path]:
+    """Write pilot-design.html and its CSVs into `published` (the study's published folder,
+    beside the index of editions), each language-checked first; returns the paths (the page
+    first). The page links the current evaluation report, if one is published."""
+    report = Path(CURRENT) / "evaluation-report.html"
+    href = str(report) if (Path(published) / report).is_file() else None
+    return publish_files(render_design_page(plan, cfg, Path(published), href), cfg)
+
+
+def edition_pages(out: Path, cfg: StudyConfig) -> dict[str, str]:
+    """The study's newest plan as pages of an edition (file name -> text, nothing written;
+    the page links the edition's evaluation report): {} when no plan has been run."""
+    plan = read_plan(out)
+    if plan is None:
+        return {}
+    files = render_design_page(plan, cfg, Path(), report_href="evaluation-report.html")
+    return {path.name: text for path, text in files.items()}
