@@ -400,3 +400,24 @@ def test_edition_folders_and_files_are_readable_by_everyone(tmp_path):
     for p in (published / "index.html", edition / "a.html", edition / RECORD):
         assert p.stat().st_mode & 0o777 == 0o644, p
     assert dt.datetime.fromisoformat(json.loads((edition / RECORD).read_text())["published"])
+
+
+def test_the_record_says_interim_when_the_look_could_not_be_tested(pilot_cfg):
+    """With a monitoring plan and no testable primary outcome (no interim rows), the edition
+    is still an interim one and its boundary 'not tested'; without a plan, final."""
+    from evaluation.publish.changes import edition_record
+    from evaluation.publish.estimates import Results
+
+    assert pilot_cfg.monitoring is not None
+    res = Results({"run": {"id": "r", "created": "2026-10-01T00:00:00+00:00"}, "estimates": []})
+    dq = pd.DataFrame(columns=["force", "delivery", "revision", "status", "stale"])
+    summary = {"interim": None, "found": ["The headline."]}
+    rec = edition_record(summary, [], dq, res, pilot_cfg)
+    assert (rec["analysis"], rec["boundary"], rec["headline"]) == (
+        "interim",
+        "not tested",
+        "The headline.",
+    )
+    plain = pilot_cfg.model_copy(update={"monitoring": None})
+    rec = edition_record(summary, [], dq, res, plain)
+    assert (rec["analysis"], rec["boundary"]) == ("final", None)

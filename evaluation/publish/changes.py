@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from evaluation.config import StudyConfig
-from evaluation.interim import interim_result
+from evaluation.interim import InterimResult, interim_result
 from evaluation.publish.common import DASH, OUTCOME_SHORT, Table, fmt_ci, fmt_ratio, force_names
 from evaluation.publish.estimates import OutcomeHR, Results
 
@@ -28,6 +28,7 @@ BOUNDARY = {
     "benefit": "crossed for benefit",
     "harm": "crossed for harm",
     "not crossed": "not crossed",
+    "not tested": "not tested (the primary outcome could not be tested at this look)",
 }
 
 
@@ -42,7 +43,8 @@ def edition_record(
         "data_cutoff": cfg.study.data_cutoff.isoformat(),
         "run": run["id"],
         "created": run["created"],
-        "analysis": "interim" if interim and not interim["final"] else "final",
+        # with a monitoring plan, an edition whose look could not be tested is still interim
+        "analysis": "final" if cfg.monitoring is None or (look and look.final) else "interim",
         "look": interim["figure"][0] if interim else None,
         "headline": summary["found"][0],
         "outcomes": {
@@ -64,8 +66,14 @@ def edition_record(
             for r in dq.itertuples()
         ],
         "stale": sorted(dq.loc[dq["stale"], "force"].unique()) if len(dq) else [],
-        "boundary": (look.crossed or "not crossed") if look else None,
+        "boundary": None if cfg.monitoring is None else _boundary(look),
     }
+
+
+def _boundary(look: InterimResult | None) -> str:
+    if look is None:
+        return "not tested"
+    return look.crossed or "not crossed"
 
 
 def record_json(record: dict[str, Any]) -> str:
@@ -170,15 +178,16 @@ def _estimate_changes(then: dict, now: dict, cfg: StudyConfig) -> Table:
 
 
 def _boundary_change(then: dict, now: dict) -> str | None:
-    """One sentence on the monitoring boundary, or None where neither edition monitored."""
+    """One sentence on the monitoring boundary, or None where neither edition had a
+    monitoring plan."""
     a, b = then.get("boundary"), now.get("boundary")
     if a is None and b is None:
         return None
     if b is None:
-        return "This edition has no monitoring look."
+        return "This edition has no monitoring plan, so no boundary."
     b_text = BOUNDARY.get(b, b)
     if a is None:
-        return f"The monitoring boundary is {b_text} (the previous edition had no look)."
+        return f"The monitoring boundary is {b_text} (the previous edition had no monitoring plan)."
     if a == b:
         return f"The monitoring boundary's status has not changed: {b_text}."
     return f"The monitoring boundary's status changed: {BOUNDARY.get(a, a)} then, {b_text} now."
