@@ -120,6 +120,7 @@ def evaluation_report(
 ) -> Iterator:
     from evaluation.publish import evaluation_report_pages, make_inputs
     from evaluation.publish.changes import previous_edition
+    from evaluation.publish.design import read_plan
 
     inputs = make_inputs(
         results=results_json,
@@ -134,6 +135,7 @@ def evaluation_report(
         intermediate=intermediate_estimates,
         fidelity=fidelity,
         arms=arms_review,
+        plan=read_plan(Path(study.out)),  # the newest pilot design plan: its page beside
     )
     # what changed since the edition published now (the newest)
     pages = evaluation_report_pages(inputs, study.cfg, previous_edition(Path(study.out)))

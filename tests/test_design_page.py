@@ -27,7 +27,6 @@ from evaluation.checks import disclosure
 from evaluation.publish.common import check_files
 from evaluation.publish.design import (
     design_page,
-    edition_pages,
     plan_record,
     publish_design_page,
     read_plan,
@@ -222,31 +221,48 @@ def test_published_into_a_folder_page_first(tmp_path, pilot_cfg):
     )
 
 
-def test_the_plan_is_stored_restricted_and_becomes_an_editions_pages(tmp_path, pilot_cfg):
+def test_the_plan_is_stored_restricted_with_its_calibration_run(tmp_path, pilot_cfg):
     out = tmp_path / "out"
-    assert read_plan(out) is None and edition_pages(out, pilot_cfg) == {}  # no plan: no page
+    assert read_plan(out) is None  # no plan yet
     force = pilot_cfg.forces[0]
     run = {
         "id": "r1",
         "extracts": [{"force": force.code, "extract_date": "2026-09", "sha256": "ab"}],
     }
-    record = plan_record(make_plan(), run)
-    assert record["run"] is None  # calibrated to the config: no run's deliveries
+    assert plan_record(make_plan(), run)["run"] is None  # calibrated to the config: no run
     path = store_plan(plan_record({**make_plan(), "inputs": {**INPUTS, "source": "run"}}, run), out)
     assert path == out / "restricted" / "plan" / "plan.json"
     stored = read_plan(out)
     assert stored["rows"] == make_plan()["rows"] and stored["run"] == run
-    pages = edition_pages(out, pilot_cfg)
-    assert sorted(pages) == [
-        "pilot-design-assumptions.csv",
-        "pilot-design-power-chart-1.csv",
-        "pilot-design-power.csv",
-        "pilot-design.html",
-    ]
-    html = pages["pilot-design.html"]
-    assert 'href="evaluation-report.html"' in html  # the edition's own report
+    html = design_page(stored, pilot_cfg).render(Path())[Path("pilot-design.html")]
     assert "estimated from the evaluation&#39;s current data" in html
     assert f'<th scope="row">{force.name}</th>' in html  # the calibration run's delivery
+
+
+@pytest.mark.slow
+def test_an_evaluation_report_links_the_plan_in_its_edition(report_study, pilot_cfg):
+    """With a plan stored under the run's output folder, the evaluation report's files (what
+    the evaluation_report asset checks and publishes as the edition) include the page, which
+    the report links; with none, neither."""
+    from evaluation.publish import evaluation_report_pages, load_inputs
+
+    _, _, out = report_study
+    inputs = load_inputs(out)
+    assert inputs.plan is None
+    files = evaluation_report_pages(inputs, pilot_cfg)
+    assert "pilot-design.html" not in files
+    assert "pilot-design.html" not in files["evaluation-report.html"]
+    store_plan(plan_record(make_plan()), out)
+    try:
+        inputs = load_inputs(out)
+    finally:
+        (out / "restricted" / "plan" / "plan.json").unlink()
+    files = evaluation_report_pages(inputs, pilot_cfg)
+    assert '<a href="pilot-design.html">pilot-design page</a>' in files["evaluation-report.html"]
+    assert 'href="evaluation-report.html"' in files["pilot-design.html"]
+    assert "pilot-design-power.csv" in files
+    assert disclosure(files, pilot_cfg.disclosure).passed
+    check_files(files, pilot_cfg)
 
 
 def test_the_published_page_links_the_current_report_only_if_there_is_one(tmp_path, pilot_cfg):

@@ -16,6 +16,13 @@ Power and its interval are shown as whole percentages, in the sentences, the tab
 chart alike: the Monte Carlo interval is power +- 1.96 mc_se, clipped to [0, 1]. Nothing on
 the page is a count of people except the typical cohort size of a force, which goes through
 disclosure control like every other published count.
+
+Where it is published: `dpf-eval plan` (the design job) stores the plan, restricted
+(`store_plan`: restricted/plan/plan.json), and writes the page beside the index of editions
+(`publish_design_page`: published/pilot-design.html). Every evaluation run after that also
+publishes the newest plan's page in its edition (`ReportInputs.plan`), where its evaluation
+report links it: a reader of any edition, or of published/current, finds the page beside
+the report.
 """
 
 from __future__ import annotations
@@ -58,11 +65,11 @@ from evaluation.publish.common import (
     publish_files,
     years_phrase,
 )
+from evaluation.publish.edition import CURRENT
 from evaluation.results import code_version, write_json_atomic
 
 STEM = "pilot-design"
 PLAN_JSON = "plan.json"
-CURRENT = "current"  # published/current: the newest edition (evaluation.publish.edition)
 TITLE = "Planning the next pilot: how many forces, and for how long"
 NAV = [
     ("summary", "Summary"),
@@ -523,13 +530,3 @@ def publish_design_page(plan: Mapping, cfg: StudyConfig, published: Path) -> lis
     report = Path(CURRENT) / "evaluation-report.html"
     href = str(report) if (Path(published) / report).is_file() else None
     return publish_files(render_design_page(plan, cfg, Path(published), href), cfg)
-
-
-def edition_pages(out: Path, cfg: StudyConfig) -> dict[str, str]:
-    """The study's newest plan as pages of an edition (file name -> text, nothing written;
-    the page links the edition's evaluation report): {} when no plan has been run."""
-    plan = read_plan(out)
-    if plan is None:
-        return {}
-    files = render_design_page(plan, cfg, Path(), report_href="evaluation-report.html")
-    return {path.name: text for path, text in files.items()}

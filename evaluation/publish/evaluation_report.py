@@ -28,6 +28,8 @@ from evaluation.publish.common import (
     provenance,
     years_phrase,
 )
+from evaluation.publish.design import STEM as DESIGN_STEM
+from evaluation.publish.design import render_design_page
 from evaluation.publish.did import did_part
 from evaluation.publish.estimates import Results, not_estimable, reason_of
 from evaluation.publish.fidelity import fidelity_part
@@ -159,6 +161,7 @@ def evaluation_page(
         "permutations_note": _permutations_note(cfg, forces_in_use(res, cfg)),
         "gee_correlation": cfg.analysis.gee_correlation,
         "monitoring": cfg.monitoring,
+        "design_page": f"{DESIGN_STEM}.html" if inputs.plan else None,
     }
     tables = page_tables(
         [changes.get("deliveries"), changes.get("estimates")],
@@ -179,6 +182,10 @@ def render_evaluation_report(
     out: Path,
     previous: tuple[str, dict | None] | None = None,
 ) -> dict[Path, str]:
-    """The page, its CSVs and the edition's record (`changes.RECORD`)."""
+    """The page, its CSVs and the edition's record (`changes.RECORD`); with a plan, the
+    pilot-design page (`publish.design`) beside it."""
     page = evaluation_page(inputs, cfg, previous)
-    return {**page.render(out), out / RECORD: record_json(page.context["record"])}
+    files = {**page.render(out), out / RECORD: record_json(page.context["record"])}
+    if inputs.plan:
+        files |= render_design_page(inputs.plan, cfg, out, report_href=f"{page.stem}.html")
+    return files

@@ -15,6 +15,8 @@ from typing import Any
 import pandas as pd
 import polars as pl
 
+from evaluation.publish.design import read_plan
+
 
 @dataclass
 class ReportInputs:
@@ -34,6 +36,7 @@ class ReportInputs:
     fidelity: dict[str, pd.DataFrame] = field(default_factory=dict)
     arms: dict[str, pd.DataFrame] = field(default_factory=dict)  # arms_review
     findings: list[dict[str, Any]] = field(default_factory=list)  # validation findings
+    plan: dict[str, Any] | None = None  # the newest pilot design plan (publish.design.read_plan)
 
 
 def _pd(x: Any) -> Any:
@@ -102,4 +105,5 @@ def load_inputs(out: Path) -> ReportInputs:
         fidelity=pickled("fidelity"),
         arms=pickled("arms_review"),
         findings=validation_findings(out / "restricted" / "validation", dq),
+        plan=read_plan(out),
     )
