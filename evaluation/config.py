@@ -121,6 +121,41 @@ class Monitoring(_Strict):
         return self
 
 
+class Design(_Strict):
+    """The grid of the pilot design planner (`dpf-eval plan`, evaluation.design): every
+    combination of these values is a cell whose power is estimated by simulating `reps`
+    whole pilots and running the headline analysis on each. `heterogeneity_sd` (between-force
+    SD of the log hazard) None: the one estimated from the current run, else the generator's."""
+
+    pilot_forces: tuple[int, ...] = (5, 10)
+    comparison_forces: tuple[int, ...] = (8,)
+    follow_up_days: tuple[int, ...] = (730,)
+    hazard_ratio: tuple[float, ...] = (1.0, 0.85)
+    heterogeneity_sd: tuple[float, ...] | None = None
+    entry_window_days: int | None = Field(None, ge=0)  # None: analysis.entry_window_days
+    go_live_spread_days: int = Field(365, ge=0)  # pilot go-lives evenly over this span
+    scale: float = Field(1.0, gt=0)  # multiplies the simulated forces' caseloads
+    reps: int = Field(200, ge=1)
+    seed: int = Field(20261207, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> Design:
+        grid = {
+            "pilot_forces": self.pilot_forces,
+            "comparison_forces": self.comparison_forces,
+            "follow_up_days": self.follow_up_days,
+            "hazard_ratio": self.hazard_ratio,
+        }
+        for name, values in grid.items():
+            if not values or min(values) <= 0:
+                raise ValueError(f"{name} must list at least one positive value")
+        if self.heterogeneity_sd is not None and (
+            not self.heterogeneity_sd or min(self.heterogeneity_sd) < 0
+        ):
+            raise ValueError("heterogeneity_sd must list SDs >= 0 (or be left out)")
+        return self
+
+
 class Disclosure(_Strict):
     min_cell: int = Field(10, ge=1)
     round_to: int = Field(5, ge=1)
@@ -227,6 +262,7 @@ class StudyConfig(_Strict):
     notify: Notify = Notify()
     publish: Publish = Publish()
     monitoring: Monitoring | None = None  # None: no interim monitoring (one final analysis)
+    design: Design = Design()  # the pilot design planner's grid (dpf-eval plan)
     forces: tuple[Force, ...]
     # Filled by load_config: the hash of the file's bytes, for results.json provenance.
     sha256: str = ""
