@@ -18,7 +18,9 @@ The Monte Carlo interval is power +- 1.96 mc_se, clipped to [0, 1], in whole per
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from pathlib import Path
 
 import pytest
@@ -206,8 +208,14 @@ def test_page_is_self_contained_and_passes_the_published_checks(files, pilot_cfg
     assert outcome.passed, outcome.description
 
 
-def test_published_into_a_folder_page_first(tmp_path, pilot_cfg):
-    written = publish_design_page(make_plan(), pilot_cfg, tmp_path / "published")
+def test_published_into_a_folder_page_first_readable_by_everyone(tmp_path, pilot_cfg):
+    old = os.umask(0o077)  # as the CLI runs: what it writes is owner-only unless made public
+    try:
+        written = publish_design_page(make_plan(), pilot_cfg, tmp_path / "published")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "published").stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in written} == {0o644}
     assert written[0] == tmp_path / "published" / "pilot-design.html"
     assert (
         {p.name for p in (tmp_path / "published").iterdir()}

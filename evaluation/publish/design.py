@@ -30,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 import platform
 from collections.abc import Mapping, Sequence
 from itertools import groupby
@@ -52,6 +53,7 @@ from evaluation.charts import (
 )
 from evaluation.config import StudyConfig
 from evaluation.disclosure import safe_count
+from evaluation.filemodes import PUBLIC_FILE, public_dir
 from evaluation.publish.common import (
     OUTCOME_LABELS,
     PACKAGES,
@@ -526,7 +528,11 @@ def render_design_page(
 def publish_design_page(plan: Mapping, cfg: StudyConfig, published: Path) -> list[Path]:
     """Write pilot-design.html and its CSVs into `published` (the study's published folder,
     beside the index of editions), each language-checked first; returns the paths (the page
-    first). The page links the current evaluation report, if one is published."""
+    first), readable by everyone like every published file. The page links the current
+    evaluation report, if one is published."""
     report = Path(CURRENT) / "evaluation-report.html"
     href = str(report) if (Path(published) / report).is_file() else None
-    return publish_files(render_design_page(plan, cfg, Path(published), href), cfg)
+    paths = publish_files(render_design_page(plan, cfg, public_dir(Path(published)), href), cfg)
+    for path in paths:
+        os.chmod(path, PUBLIC_FILE)
+    return paths
