@@ -192,7 +192,10 @@ def test_chart_data_equal_the_rows(files):
 def test_assumptions_come_from_the_plan_inputs(page):
     rows = dict(page.context["assumptions"].frame.itertuples(index=False))
     assert rows["People in a force's cohort (median)"] == "510"  # 512.3 rounded to 5
-    assert rows["Rate of the outcome per 100 person-years (for a person of average risk)"] == "8.1"
+    assert (
+        rows["Rate of the outcome per 100 person-years (for a person with typical characteristics)"]
+        == "8.1"
+    )
     assert rows["Between-force SD of the log rate, in the generator"] == "0.12"
     assert rows["Share of a force's cohort who start management after go-live (within 365 days)"]
 

@@ -380,7 +380,7 @@ def assumptions_table(plan: Mapping, cfg: StudyConfig) -> Table:
             fmt_num(inp["cohort_log_sd"]),
         ),
         (
-            "Rate of the outcome per 100 person-years (for a person of average risk)",
+            "Rate of the outcome per 100 person-years (for a person with typical characteristics)",
             fmt_num(100 * inp["event_rate"], 1),
         ),
         (
