@@ -66,14 +66,19 @@ def _found(h: dict[str, Any], res: Results, cfg: StudyConfig) -> list[str]:
         arm: res.get(h["outcome"], "aalen_johansen", "cumulative_incidence_at_horizon", arm)
         for arm in ("pilot", "comparison")
     }
-    if all(r and r["estimate"] is not None and not is_suppressed(r["events"], cfg.disclosure)
-           for r in rows.values()):  # fmt: skip
+    # said only where both arms' shares are published (a share is withheld where its arm
+    # has fewer than min_cell people with the outcome, or the share implies fewer)
+    shares = {
+        arm: horizon_share(r, cfg, with_ci=False)
+        if r and r["estimate"] is not None and not is_suppressed(r["events"], cfg.disclosure)
+        else "withheld"
+        for arm, r in rows.items()
+    }
+    if "withheld" not in shares.values():
         out.append(
             f"Within {years_phrase(cfg.analysis.horizon_days)} of the index date, an estimated "
-            f"{horizon_share(rows['pilot'], cfg, with_ci=False)} of people in pilot forces "
-            f"and {horizon_share(rows['comparison'], cfg, with_ci=False)} of comparable people "
-            "in comparison "
-            f"forces had {OUTCOME_HAD[h['outcome']]}."
+            f"{shares['pilot']} of people in pilot forces and {shares['comparison']} of "
+            f"comparable people in comparison forces had {OUTCOME_HAD[h['outcome']]}."
         )
     return out
 

@@ -111,7 +111,8 @@ def forest_chart(hrs: list[OutcomeHR], cfg: StudyConfig) -> Chart:
         if not h.estimable:
             continue
         for name, e in ((inf, h.headline), ("cluster_robust", h.cluster_robust)):
-            if e and e["estimate"] is not None and e["ci_low"] is not None:
+            # drawn only with both limits (a one-sided interval is named in the caption)
+            if e and e["estimate"] is not None and None not in (e["ci_low"], e["ci_high"]):
                 recs.append(
                     {
                         "label": OUTCOME_SHORT[h.outcome],
