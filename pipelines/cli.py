@@ -5,6 +5,7 @@
     dpf-eval check DELIVERY_DIR --config FILE [--json]
     dpf-eval demo  [--out DIR]
     dpf-eval boundaries --fractions 0.2,0.4,0.6,0.8,1 [--alpha 0.025] [--json]
+    dpf-eval plan  --config FILE --out OUT [--reps N] [--scheduler ADDRESS] [--json FILE]
     dpf-eval --version
 
 Exit codes: 0 success, 1 failure (invalid delivery, failed run), 2 usage error.
@@ -147,6 +148,40 @@ def _parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--alpha", type=_alpha, default=0.025, help="one-sided alpha (default 0.025)")
     b.add_argument("--json", action="store_true", help="print the boundaries as JSON")
+
+    pl = sub.add_parser(
+        "plan",
+        help="estimate the power of other pilot designs by simulating them (on Dask)",
+        description="For every cell of the design: grid in the study config (pilot and "
+        "comparison forces, follow-up, true hazard ratio, between-force heterogeneity), "
+        "simulate whole pilots and run the headline analysis on each; power is the share "
+        "whose permutation test rejects at 5 %, with its Monte Carlo SE. Calibrated to the "
+        "last run's analysis frame under OUT if there is one, else to the synthetic "
+        "generator. A run of the design job (listed in the UI); replications are stored as "
+        "they finish under OUT/restricted/plan/, so a plan run again computes only the "
+        "missing ones.",
+    )
+    pl.add_argument("--config", **config)
+    pl.add_argument(
+        "--out",
+        required=True,
+        metavar="OUT",
+        help="the study's output folder (the plan goes under OUT/restricted/plan/)",
+    )
+    pl.add_argument(
+        "--reps", type=int, metavar="N", help="replications per cell (default: design.reps)"
+    )
+    pl.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="a Dask scheduler, e.g. tcp://host:8786 (default: $DPF_DASK_SCHEDULER, else a "
+        "local cluster on this machine's cores)",
+    )
+    pl.add_argument(
+        "--json",
+        metavar="FILE",
+        help="write the plan's JSON here (default OUT/restricted/plan/pilot-design.json)",
+    )
     return p
 
 
@@ -259,12 +294,41 @@ def cmd_boundaries(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from evaluation.config import load_config
+
+    cfg = load_config(args.config)  # ConfigError: exit 2
+    if args.reps is not None and args.reps < 1:
+        return _usage("--reps must be at least 1")
+    if os.path.lexists(args.out) and not Path(args.out).is_dir():
+        return _usage(f"--out: not a folder: {args.out}")
+    import json
+
+    from assets.design import run_design_job
+
+    reps = cfg.design.reps if args.reps is None else args.reps
+    print(f"planning: {reps} replications per cell ...")
+    path = run_design_job(args.config, args.out, args.reps, args.scheduler, args.json)
+    doc = json.loads(path.read_text())
+    print(f"calibrated to the {doc['inputs']['source']}; power at two-sided p <= {doc['alpha']}:")
+    for r in doc["rows"]:
+        print(
+            f"  {r['pilot_forces']:>3} pilot, {r['comparison_forces']:>3} comparison forces, "
+            f"{r['follow_up_days']} days, HR {r['hazard_ratio']:g}, SD "
+            f"{r['heterogeneity_sd']:g}: {r['power']:.3f} (MC SE {r['mc_se']:.3f}, "
+            f"{r['reps']} reps)"
+        )
+    print(f"Plan: {path.resolve()} (restricted)")
+    return 0
+
+
 COMMANDS = {
     "synth": cmd_synth,
     "run": cmd_run,
     "check": cmd_check,
     "demo": cmd_demo,
     "boundaries": cmd_boundaries,
+    "plan": cmd_plan,
 }
 
 

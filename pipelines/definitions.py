@@ -11,7 +11,16 @@ import os
 
 import dagster as dg
 
-from assets import analysis_tables, ingest, models, outcome_models, reports, validate, warehouse
+from assets import (
+    analysis_tables,
+    design,
+    ingest,
+    models,
+    outcome_models,
+    reports,
+    validate,
+    warehouse,
+)
 from evaluation.filemodes import private_by_default
 from pipelines.catalogue import catalogue
 from pipelines.notify import build_failure_sensor
@@ -25,7 +34,16 @@ from pipelines.resources import (
 from pipelines.run_log import json_lines_logger, loggers_config
 from pipelines.sensors import build_delivery_sensor, build_in_use_sensor
 
-ASSET_MODULES = (ingest, validate, analysis_tables, models, outcome_models, reports, warehouse)
+ASSET_MODULES = (
+    ingest,
+    validate,
+    analysis_tables,
+    models,
+    outcome_models,
+    reports,
+    warehouse,
+    design,
+)
 # Every job writes under the same output folder: the run coordinator runs one at a time
 # (tag_concurrency_limits in config/dagster.yaml), so runs cannot corrupt each other.
 WRITES_OUTPUTS = {"dpf-eval/writes-outputs": "true"}
@@ -47,7 +65,9 @@ def build_definitions(
     checks = dg.load_asset_checks_from_modules(list(ASSET_MODULES))
     evaluation_job = dg.define_asset_job(
         "evaluation",
-        selection=dg.AssetSelection.all() - dg.AssetSelection.assets(ingest.raw_delivery),
+        selection=dg.AssetSelection.all()
+        - dg.AssetSelection.assets(ingest.raw_delivery)
+        - dg.AssetSelection.groups("design"),
         description="Everything downstream of validation: cohort, models and reports.",
         tags=WRITES_OUTPUTS,
         op_retry_policy=TRANSIENT,
@@ -75,6 +95,16 @@ def build_definitions(
         op_retry_policy=TRANSIENT,
         config=LOGGING,
     )
+    # The pilot design planner: run on demand (dpf-eval plan, or the UI), never scheduled.
+    design_job = dg.define_asset_job(
+        design.JOB,
+        selection=dg.AssetSelection.groups("design"),
+        description="Power of the headline analysis for other pilots (numbers of forces, "
+        "follow-up, effect, heterogeneity): simulated pilots on a Dask cluster. Not scheduled.",
+        tags=WRITES_OUTPUTS,
+        op_retry_policy=TRANSIENT,
+        config=LOGGING,
+    )
     schedules = [
         dg.ScheduleDefinition(
             name="monthly_evaluation",
@@ -94,7 +124,7 @@ def build_definitions(
     return dg.Definitions(
         assets=all_assets,
         asset_checks=checks,
-        jobs=[evaluation_job, ingest_job, data_quality_job],
+        jobs=[evaluation_job, ingest_job, data_quality_job, design_job],
         schedules=schedules,
         sensors=[
             build_delivery_sensor(ingest_job, drop, config_path),

@@ -260,3 +260,45 @@ def test_the_design_grid_in_the_config():
         parse_config(text.replace("pilot_forces: [5, 10]", "pilot_forces: [0, 10]"))
     with pytest.raises(ConfigError, match="heterogeneity_sd"):
         parse_config(text.replace("heterogeneity_sd: [0.05, 0.15]", "heterogeneity_sd: [-1]"))
+
+
+# --- the command and the job ----------------------------------------------------------------
+
+
+def test_plan_has_help_like_every_command(capsys):
+    import tests.test_cli as cli_tests
+
+    cli_tests.test_every_command_and_option_has_help("plan", capsys)
+
+
+def test_dpf_eval_plan_runs_the_design_job(tmp_path, capsys):
+    """`dpf-eval plan` is a run of the code location's `design` job in the study's Dagster
+    instance (as `dpf-eval run` runs the evaluation job), writes the JSON where --json says,
+    and a second plan with more replications computes only the new ones."""
+    import dagster as dg
+
+    from pipelines.cli import main
+
+    text = Path("config/pilot.yaml").read_text()
+    grid = (
+        "design:\n  pilot_forces: [3]\n  comparison_forces: [3]\n  hazard_ratio: [0.7]\n"
+        "  heterogeneity_sd: [0.1]\n  scale: 0.05\n  reps: 2\n\n"
+    )
+    start, end = text.index("design:"), text.index("disclosure:")
+    config = tmp_path / "plan.yaml"
+    config.write_text(text[:start] + grid + text[end:])
+    out, target = tmp_path / "out", tmp_path / "plan.json"
+    assert main(["plan", "--config", str(config), "--out", str(out), "--json", str(target)]) == 0
+    printed = capsys.readouterr().out
+    assert "3 pilot,   3 comparison forces, 730 days, HR 0.7, SD 0.1" in printed
+    doc = json.loads(target.read_text())
+    assert [r["reps"] for r in doc["rows"]] == [2] and doc["inputs"]["source"] == "config"
+    runs = dg.DagsterInstance.get().get_runs()
+    assert [(r.job_name, r.status.value) for r in runs] == [("design", "SUCCESS")]
+
+    assert main(["plan", "--config", str(config), "--out", str(out), "--reps", "3"]) == 0
+    default = out / "restricted" / "plan" / "pilot-design.json"
+    assert [r["reps"] for r in json.loads(default.read_text())["rows"]] == [3]
+    (store,) = (out / "restricted" / "plan").glob("*/replications.jsonl")
+    assert len(store.read_text().splitlines()) == 3  # 2 kept, 1 new
+    assert main(["plan", "--config", str(config), "--out", str(out), "--reps", "0"]) == 2
