@@ -59,14 +59,15 @@ class Series:
 
 
 def _num(values: Any, digits: int = 4) -> list[float | None]:
-    """JSON-ready numbers: rounded, NaN and None as null (a gap in a line)."""
+    """JSON-ready numbers: rounded; NaN, infinities and None as null (a gap in a line: a
+    page's JSON cannot hold a non-finite number)."""
     out = []
     for v in np.asarray(values, dtype=object).ravel():
         if v is None:
             out.append(None)
             continue
         f = float(v)
-        out.append(None if math.isnan(f) else round(f, digits))
+        out.append(round(f, digits) if math.isfinite(f) else None)
     return out
 
 

@@ -585,3 +585,34 @@ def test_an_avoided_term_in_a_force_name_fails_the_run(report_study, tmp_path, c
     for p in (copy / "published" / "current").iterdir():
         assert "RSO" not in p.read_text(), p.name
         assert p.read_bytes() == before.get(p.name), p.name  # nothing new was published
+
+
+def test_the_holm_family_is_the_secondary_outcomes_that_could_be_estimated():
+    """Holm adjusts over the secondary p-values that exist (estimates.holm leaves None
+    out), so the report names that family: with one secondary outcome not estimable, two of
+    three (hand: p 0.02 and 0.04 -> Holm 0.04 and 0.04)."""
+    from evaluation.publish.estimates import OutcomeHR, holm, holm_scope
+
+    adjusted = holm({"a": 0.02, "b": 0.04, "c": None})
+    assert adjusted == {"a": 0.04, "b": 0.04, "c": None}
+    hrs = [OutcomeHR("p", True, None, None, None)] + [
+        OutcomeHR(o, False, None, None, adjusted[o]) for o in "abc"
+    ]
+    assert holm_scope(hrs) == "the two secondary outcomes that could be estimated (of three)"
+    assert holm_scope([hrs[0], hrs[1]]) == "the one secondary outcome"
+    hrs[3] = OutcomeHR("c", False, None, None, 0.5)
+    assert holm_scope(hrs) == "the three secondary outcomes"
+
+
+def test_chart_numbers_are_finite_or_null():
+    """A page's JSON cannot hold NaN or an infinity (the report step failed on one):
+    charts._num writes both as null, a gap."""
+    from evaluation.charts import _num
+
+    assert _num([1.23456, float("nan"), float("inf"), -float("inf"), None]) == [
+        1.2346,
+        None,
+        None,
+        None,
+        None,
+    ]

@@ -120,6 +120,21 @@ def hazard_ratios(res: Results, cfg: StudyConfig) -> list[OutcomeHR]:
     ]
 
 
+def holm_scope(hrs: list[OutcomeHR]) -> str:
+    """The family the Holm adjustment was over: the secondary outcomes with a p-value (one
+    that could not be estimated has none, and is left out of the family)."""
+    words = {0: "no", 1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
+    total = sum(not h.primary for h in hrs)
+    n = sum(h.p_holm is not None for h in hrs if not h.primary)
+    noun = "outcome" if n == 1 else "outcomes"
+    if n == total:
+        return f"the {words.get(total, total)} secondary {noun}"
+    return (
+        f"the {words.get(n, n)} secondary {noun} that could be estimated "
+        f"(of {words.get(total, total)})"
+    )
+
+
 def min_detectable(res: Results, outcome: str) -> dict[str, Any] | None:
     """The power row for `outcome`: allowing for clustering where available."""
     return res.get(outcome, "power", "min_detectable_hr", "pilot", "design_effect") or res.get(

@@ -36,6 +36,7 @@ from evaluation.publish.estimates import (
     OutcomeHR,
     Results,
     hazard_ratios,
+    holm_scope,
     min_detectable,
     reason_of,
 )
@@ -71,8 +72,8 @@ def hr_tables(hrs: list[OutcomeHR], res: Results, cfg: StudyConfig) -> tuple[Tab
         "(below 1: a lower rate in pilot forces)",
         pd.DataFrame(rows),
         counts=("People with the outcome",),
-        note=f"95% CI and p: {head} (the headline inference). The Holm adjustment is over the "
-        "three secondary outcomes; the primary outcome is tested on its own. Cluster-robust: "
+        note=f"95% CI and p: {head} (the headline inference). The Holm adjustment is over "
+        f"{holm_scope(hrs)}; the primary outcome is tested on its own. Cluster-robust: "
         "the conventional sandwich variance, too narrow with this few forces.",
     )
     sens = []
@@ -444,6 +445,7 @@ def survival_part(
     main, sens = hr_tables(hrs, res, cfg)
     return {
         "hrs": hrs,
+        "holm_scope": holm_scope(hrs),
         "hr_table": main,
         "hr_sensitivity": sens,
         "forest": forest_chart(hrs, cfg),
