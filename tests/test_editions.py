@@ -2,9 +2,11 @@
 index of them newest first, published/current the newest; the evaluation report's "what
 changed" section; a PDF of each page; earlier layouts of the output folder kept readable.
 
-The two-run study: `dpf-eval run` on a tiny synthetic study, then a new delivery from one
-pilot force (its events partly withdrawn, so the estimates move) and `dpf-eval run` again,
-with PDFs on (the tests' fast config turns them off elsewhere).
+The two-run study: the published-report study (`report_study`: `dpf-eval run` on a tiny
+synthetic study, the first edition), copied, then a new delivery from one pilot force (its
+events partly withdrawn, so the estimates move) and `dpf-eval run` again with PDFs on (the
+second edition; the tests' fast config turns PDFs off, so the first edition has none). The
+first edition's pages are those tests/test_report_browser.py opens in the browser.
 """
 
 from __future__ import annotations
@@ -247,26 +249,26 @@ def withdraw_events(drop: Path, force: str, date: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def two_editions(tmp_path_factory) -> TwoEditions:
+def two_editions(report_study, tmp_path_factory) -> TwoEditions:
     from pipelines.cli import main
 
+    config, drop, out = report_study
     base = tmp_path_factory.mktemp("two_editions")
-    config = fast_config(base)
-    config.write_text(config.read_text().replace("pdf: false", "pdf: true"))
-    drop, out = base / "drop", base / "out"
+    text = Path(config).read_text()
+    assert "pdf: false" in text
+    config = base / "pilot-fast-pdf.yaml"
+    config.write_text(text.replace("pdf: false", "pdf: true"))
+    drop = shutil.copytree(drop, base / "drop")
+    out = shutil.copytree(out, base / "out", symlinks=True)
+    first = (out / "published" / "current").resolve()
     home = base / "dagster_home"
     home.mkdir()
     shutil.copy(LOCAL_INSTANCE, home / "dagster.yaml")
-    run = ["run", "--config", str(config), "--drop", str(drop), "--out", str(out)]
+    withdraw_events(drop, FORCE, NEW_DATE)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DAGSTER_HOME", str(home))
-        synth = ["synth", "--config", str(config), "--out", str(drop), "--seed", "5"]
-        assert main([*synth, "--scale", "0.05"]) == 0
-        assert main(run) == 0
-        first = (out / "published" / "current").resolve()
-        withdraw_events(drop, FORCE, NEW_DATE)
-        assert main(run) == 0
-        second = (out / "published" / "current").resolve()
+        assert main(["run", "--config", str(config), "--drop", str(drop), "--out", str(out)]) == 0
+    second = (out / "published" / "current").resolve()
     return TwoEditions(config, out, first, second)
 
 
@@ -328,22 +330,23 @@ def test_each_page_is_a_pdf_with_the_headline_and_a_footer(two_editions):
     from pypdf import PdfReader
 
     t = two_editions
-    for edition in (t.first, t.second):
-        pages = sorted(edition.glob("*.html"))
-        assert len(pages) >= 3
-        headline = " ".join(json.loads((edition / RECORD).read_text())["headline"].split())
-        for page in pages:
-            reader = PdfReader(page.with_suffix(".pdf"))
-            n = len(reader.pages)
-            texts = [p.extract_text() for p in reader.pages]
-            for i, text in enumerate(texts, 1):
-                assert f"Edition {edition.name}" in text, (page.name, i)
-                assert f"Page {i} of {n}" in text, (page.name, i)
-            if page.name == "evaluation-report.html":
-                assert n > 5
-                # the headline sentence, however the PDF's lines break it
-                assert headline in " ".join(" ".join(texts).split())
-        assert (edition / "evaluation-report.pdf").stat().st_mode & 0o444 == 0o444
+    assert not list(t.first.glob("*.pdf"))  # publish.pdf: false
+    edition = t.second
+    pages = sorted(edition.glob("*.html"))
+    assert len(pages) >= 3
+    headline = " ".join(json.loads((edition / RECORD).read_text())["headline"].split())
+    for page in pages:
+        reader = PdfReader(page.with_suffix(".pdf"))
+        n = len(reader.pages)
+        texts = [p.extract_text() for p in reader.pages]
+        for i, text in enumerate(texts, 1):
+            assert f"Edition {edition.name}" in text, (page.name, i)
+            assert f"Page {i} of {n}" in text, (page.name, i)
+        if page.name == "evaluation-report.html":
+            assert n > 5
+            # the headline sentence, however the PDF's lines break it
+            assert headline in " ".join(" ".join(texts).split())
+    assert (edition / "evaluation-report.pdf").stat().st_mode & 0o444 == 0o444
 
 
 @pytest.mark.slow
@@ -358,7 +361,7 @@ def test_the_index_and_every_page_open_draw_and_pass_axe(two_editions, tmp_path)
     cfg = load_config(t.config)
     index = t.out / "published" / "index.html"
     check_files({"index.html": index.read_text()}, cfg)  # person-centred language
-    pages = [index, *sorted(t.first.glob("*.html")), *sorted(t.second.glob("*.html"))]
+    pages = [index, *sorted(t.second.glob("*.html"))]  # the first's: test_report_browser
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
@@ -421,3 +424,15 @@ def test_the_record_says_interim_when_the_look_could_not_be_tested(pilot_cfg):
     plain = pilot_cfg.model_copy(update={"monitoring": None})
     rec = edition_record(summary, [], dq, res, plain)
     assert (rec["analysis"], rec["boundary"]) == ("final", None)
+
+
+def test_a_page_beside_the_index_before_the_first_edition_stays_where_it_is(tmp_path):
+    """`dpf-eval plan` may write published/pilot-design.html before any edition: that
+    folder is not a set of pages from before editions, and the page stays beside the index."""
+    out = tmp_path / "out"
+    (out / "published").mkdir(parents=True)
+    (out / "published" / "pilot-design.html").write_text("<html>plan</html>")
+    edition = publish_edition(out, {"evaluation-report.html": "<html>new</html>"}, "e-1")
+    published = out / "published"
+    assert (published / "pilot-design.html").read_text() == "<html>plan</html>"
+    assert [p.name for p in (published / "editions").iterdir()] == [edition.name]

@@ -45,6 +45,7 @@ CURRENT = "current"
 INDEX = "index.html"
 BUILDING = ".building-"
 NEW = ".new-"  # a new link or index, made beside its target and renamed over it
+PAGES_BEFORE_EDITIONS = ("evaluation-report.html", "data-quality.html")  # every run wrote them
 
 
 def publish_edition(
@@ -103,7 +104,9 @@ def upgrade_layout(out: Path) -> Path:
     if published.is_symlink():  # published -> editions/<name>: the editions move below
         current = Path(os.readlink(published)).name
         published.unlink()
-    elif published.is_dir() and not (published / EDITIONS).is_dir():  # pages, no editions
+    elif not (published / EDITIONS).is_dir() and any(
+        (published / page).is_file() for page in PAGES_BEFORE_EDITIONS
+    ):  # a set of pages, no editions (a folder holding only what sits beside them is not)
         stamp = dt.datetime.fromtimestamp(published.stat().st_mtime, dt.UTC)
         current = f"{stamp:%Y-%m-%dT%H%M%SZ}-before-editions"
         os.rename(published, public_dir(old) / current)
