@@ -1,6 +1,7 @@
 """Faults an evaluator meets: a run killed midway, a transient failure, two runs at once, an
 output folder that cannot be written, a full disk."""
 
+import contextlib
 import csv
 import errno
 import json
@@ -9,6 +10,9 @@ import pickle
 import shutil
 import signal
 import subprocess
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -88,11 +92,21 @@ def test_two_concurrent_runs_on_one_drop_agree(study):
     assert any(e["method"] == "cox" for e in first.results["estimates"])
 
 
+@dataclass(frozen=True)
+class KillStudy:
+    """A tiny study (scale 0.03, 99 permutations) and what its uninterrupted fresh run did."""
+
+    config: Path
+    drop: Path
+    expected: dict  # the run's outputs (`_outputs`)
+    writes_per_delivery: int  # durable writes while validating: its typed tables, its verdict
+    # Every event the run stored, in order: its type, its step and, for a materialisation,
+    # the progress line the run printed for it (else None).
+    events: list[tuple[str, str | None, str | None]]
+
+
 @pytest.fixture(scope="module")
-def kill_study(tmp_path_factory):
-    """A tiny study (scale 0.03, 99 permutations) and its uninterrupted fresh run: (config,
-    drop, the run's outputs, its number of durable writes while validating, its number of
-    Dagster events)."""
+def kill_study(tmp_path_factory) -> KillStudy:
     base = tmp_path_factory.mktemp("kill_study")
     config, drop, out = fast_config(base), base / "drop", base / "out"
     synth = dpf_eval("synth", "--config", str(config), "--out", str(drop), "--seed", "3")
@@ -100,15 +114,41 @@ def kill_study(tmp_path_factory):
     done = _run(config, drop, out)
     assert done.returncode == 0, done.stderr
     # The run's durable writes while validating (in `raw_delivery`, in the run's own
-    # process): each typed table kept, then the report that vouches for them.
+    # process): per delivery (all passed) each typed table kept, then the verdict on them.
     kept = list((out / "restricted" / "raw").rglob("*.parquet"))
-    reports = list((out / "restricted" / "validation").rglob("revision-*.json"))
-    writes = len(kept) + len(reports)
+    verdicts = list((out / "restricted" / "validation").rglob("revision-*.json"))
+    assert len(verdicts) > 7 and len(kept) % len(verdicts) == 0
+    with _instance(out) as instance:
+        # In the order the run stored them (and counted its event kill points): the ingest
+        # run's, then the evaluation's.
+        runs = sorted(instance.get_runs(), key=lambda r: r.job_name != "ingest_and_validate")
+        events = [_event(e) for run in runs for e in instance.all_logs(run.run_id)]
+    assert Counter(line for *_, line in events if line) == Counter(_progress(done.stdout))
+    return KillStudy(config, drop, _outputs(out), len(kept) // len(verdicts) + 1, events)
+
+
+@contextlib.contextmanager
+def _instance(out: Path) -> Iterator[dg.DagsterInstance]:
+    """The Dagster instance a `dpf-eval run` kept in `out`."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DAGSTER_HOME", str(out / "dagster"))  # the instance the run kept there
+        mp.setenv("DAGSTER_HOME", str(out / "dagster"))
         with dg.DagsterInstance.get() as instance:
-            events = sum(len(instance.all_logs(run.run_id)) for run in instance.get_runs())
-    return config, drop, _outputs(out), writes, events
+            yield instance
+
+
+def _event(entry: dg.EventLogEntry) -> tuple[str, str | None, str | None]:
+    """A stored event as (type, step, the progress line `dpf-eval run` prints for it)."""
+    kind = entry.dagster_event.event_type_value if entry.dagster_event else "MESSAGE"
+    line = None
+    if (done := entry.asset_materialization) is not None:
+        line = f"done: {done.asset_key.to_user_string()}"
+        line += f" [{done.partition}]" if done.partition else ""
+    return kind, entry.step_key, line
+
+
+def _progress(stdout: str) -> list[str]:
+    """The assets a run said it had materialised, in order."""
+    return [line.strip() for line in stdout.splitlines() if line.startswith("  done: ")]
 
 
 def _run(config: Path, drop: Path, out: Path, **env: str) -> subprocess.CompletedProcess:
@@ -128,37 +168,97 @@ def _run(config: Path, drop: Path, out: Path, **env: str) -> subprocess.Complete
 
 def _outputs(out: Path) -> dict:
     """What a run must reproduce: the estimates and extracts used (results.json, without
-    its run id and time) and every published CSV, byte for byte."""
+    its run id and time) and every CSV of the current edition, byte for byte."""
     results = json.loads((out / "restricted" / "results.json").read_text())
-    csvs = {p.name: p.read_bytes() for p in sorted((out / "published").glob("*.csv"))}
+    current = out / "published" / "current"
+    csvs = {p.name: p.read_bytes() for p in sorted(current.glob("*.csv"))}
     assert len(csvs) > 20
     return {"estimates": results["estimates"], "extracts": results["run"]["extracts"], **csvs}
 
 
-# Kill points spread over a whole fresh run, as fractions of its durable writes while
-# validating (typed copies, reports) and of its Dagster events (the ingest run,
-# then the evaluation: cohort, models, warehouse, reports, results).
-KILL_POINTS = [("write", f) for f in (0.01, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.0)] + [
-    ("event", f) for f in (0.01, 0.08, 0.17, 0.25, 0.33, 0.42, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+# Where a run is killed (`kill -9` of its process group, from inside the run at an exact
+# point: evaluation.durable.kill_point), in each phase of a fresh run. ("write", delivery, n):
+# while validating, the nth durable write of the delivery (its typed tables, then its
+# verdict: "verdict"), between writing the file and renaming it into place. ("event", type,
+# step): the first event of that type from that step, once it is stored.
+KILL_POINTS = [
+    ("validating: keeping the first delivery's third typed table", ("write", 1, 3)),
+    ("validating: writing the seventh delivery's verdict", ("write", 7, "verdict")),
+    (
+        "ingest: the first delivery's materialisation stored",
+        ("event", "ASSET_MATERIALIZATION", "raw_delivery"),
+    ),
+    ("evaluation: starting the cohort", ("event", "STEP_START", "cohort_tables")),
+    ("models: the Cox models stored", ("event", "ASSET_MATERIALIZATION", "cox_estimates")),
+    ("publication: starting, every page rendered", ("event", "STEP_START", "publication")),
+    (
+        "publication: the edition published, the run not finished",
+        ("event", "ASSET_MATERIALIZATION", "publication"),
+    ),
 ]
 
 
-def test_a_run_killed_at_any_point_leaves_the_next_run_to_finish_with_the_same_output(
+def _kill_at(study: KillStudy, point: tuple) -> tuple[str, int]:
+    """DPF_TEST_KILL_AT for a kill point, and its place: for a write point, the write's
+    number within its delivery; for an event point, how many of the fresh run's events are
+    stored when it fires (its own event is the last)."""
+    kind, which, where = point
+    if kind == "write":
+        n = study.writes_per_delivery if where == "verdict" else where
+        return f"write:{(which - 1) * study.writes_per_delivery + n}", n
+    index = next(i for i, (t, step, _) in enumerate(study.events) if (t, step) == (which, where))
+    return f"event:{index + 1}", index + 1
+
+
+def _assert_killed_where_asked(study: KillStudy, point: tuple, out: Path, killed) -> None:
+    """The run died by the signal, at the kill point: the state it left is the state at that
+    point, and nothing says the run finished."""
+    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr)
+    assert "evaluation finished" not in killed.stdout and "Total " not in killed.stdout
+    restricted = out / "restricted"
+    with _instance(out) as instance:
+        runs = instance.get_runs()  # newest first
+        assert runs[0].status == dg.DagsterRunStatus.STARTED  # neither finished nor failed
+        stored = [_event(e) for run in reversed(runs) for e in instance.all_logs(run.run_id)]
+    at, place = _kill_at(study, point)
+    if point[0] == "write":
+        # In the ingest run, inside the validation: the earlier deliveries' typed tables and
+        # verdicts and this delivery's earlier tables on disk, the interrupted file only
+        # under its hidden temporary name.
+        delivery, per = point[1], study.writes_per_delivery
+        assert [r.job_name for r in runs] == ["ingest_and_validate"]
+        kept = list((restricted / "raw").rglob("*.parquet"))
+        assert len(kept) == (delivery - 1) * (per - 1) + place - 1, at
+        assert len(list((restricted / "validation").rglob("revision-*.json"))) == delivery - 1
+        left = [p.name for p in restricted.rglob(".*.tmp")]
+        verdict = place == per
+        assert len(left) == 1 and left[0].endswith(".json.tmp" if verdict else ".parquet.tmp")
+    else:
+        # Its events are the fresh run's up to the kill point's own, the last stored (the
+        # deliveries of one ingest run are materialised in no fixed order: types and steps).
+        assert [e[:2] for e in stored] == [e[:2] for e in study.events[:place]], at
+        assert stored[-1][:2] == point[1:], (at, stored[-1])
+    # Progress printed only for what the run stored before it died; the edition and the
+    # record of what it used exist only once publication has stored its materialisation.
+    done = Counter(line for *_, line in stored if line)
+    assert not Counter(_progress(killed.stdout)) - done, at
+    published = "done: publication" in done
+    assert (out / "published" / "current").exists() == published, at
+    assert (restricted / "last-evaluated.json").exists() == published, at
+
+
+def test_a_run_killed_in_each_phase_leaves_the_next_run_to_finish_with_the_same_output(
     kill_study, tmp_path
 ):
-    config, drop, expected, writes, events = kill_study
-    assert writes > 50 and events > 200
-    for kind, fraction in KILL_POINTS:
-        at = f"{kind}:{max(1, round(fraction * (writes if kind == 'write' else events)))}"
+    for doing, point in KILL_POINTS:
+        at, _ = _kill_at(kill_study, point)
         out = tmp_path / at.replace(":", "-")
-        killed = _run(config, drop, out, **{KILL_AT: at})
-        # Killed (kill -9) where asked: it did not finish.
-        assert killed.returncode == -signal.SIGKILL, (at, killed.returncode, killed.stderr)
-        assert "Total " not in killed.stdout
-        again = _run(config, drop, out)
-        assert again.returncode == 0, (at, again.stdout, again.stderr)
+        killed = _run(kill_study.config, kill_study.drop, out, **{KILL_AT: at})
+        _assert_killed_where_asked(kill_study, point, out, killed)
+        again = _run(kill_study.config, kill_study.drop, out)
+        assert again.returncode == 0, (doing, again.stdout, again.stderr)
         assert "Traceback" not in again.stdout + again.stderr
-        assert _outputs(out) == expected, at
+        assert _outputs(out) == kill_study.expected, doing
         assert_every_output_complete(out)
 
 
