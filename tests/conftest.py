@@ -11,6 +11,22 @@ from pipelines.runner import LOCAL_INSTANCE_YAML as LOCAL_INSTANCE
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 ROOT = Path(__file__).resolve().parents[1]
 PILOT_CONFIG = ROOT / "config" / "pilot.yaml"
+SHARED = ROOT.parent / "shared"  # the specification folder beside the repository
+REQUIRE_SHARED = "DPF_REQUIRE_SHARED"  # set by .ci/run: a missing reference fails the test
+
+
+def shared_file(*parts: str) -> Path:
+    """A reference file from the specification folder beside the repository (../shared),
+    for a test that needs it. Where it is missing the test skips, saying where it looked;
+    with DPF_REQUIRE_SHARED set (not "0"), as CI sets it, the test fails instead, so a CI
+    run never passes without the reference checks."""
+    path = SHARED.joinpath(*parts)
+    if path.is_file():
+        return path
+    missing = f"reference data not found at {path} (../shared must sit beside the repository)"
+    if os.environ.get(REQUIRE_SHARED, "0") != "0":
+        pytest.fail(f"{missing}; {REQUIRE_SHARED} is set, so it is required", pytrace=False)
+    pytest.skip(missing)
 
 
 @pytest.fixture(scope="session")

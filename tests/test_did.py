@@ -3,7 +3,6 @@ the option variants against hand computations, the permutation machinery against
 force, and the force-month estimates against the synthetic generator's truth."""
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,8 +11,8 @@ import pytest
 
 from evaluation import did
 from evaluation.did import callaway_santanna, force_assignments, twfe_ols
-
-MPDTA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mpdta.csv"
+from tests import conftest
+from tests.conftest import REQUIRE_SHARED, ROOT, shared_file
 
 # /work/shared/data/README.md: R `did` (csdid 0.4.3 and differences 0.3.0 agree).
 ATT_GT = {
@@ -32,9 +31,29 @@ EVENT_TIME = {0: -0.0199, 1: -0.0510, 2: -0.1373, 3: -0.1008}
 
 @pytest.fixture(scope="module")
 def mpdta():
-    if not MPDTA.exists():
-        pytest.skip(f"reference data not found at {MPDTA} (shared/ must sit beside the repo)")
-    return pd.read_csv(MPDTA)
+    return pd.read_csv(shared_file("data", "mpdta.csv"))
+
+
+def test_missing_reference_data_fails_under_ci_and_skips_elsewhere(tmp_path, monkeypatch):
+    """The rule for ../shared (tests/conftest.py `shared_file`): a file that is there is
+    used; a missing one skips the test, saying where it looked, except with
+    DPF_REQUIRE_SHARED set (as .ci/run sets it), where it fails the test."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mpdta.csv").write_text("year\n2004\n")
+    monkeypatch.setattr(conftest, "SHARED", tmp_path)
+    monkeypatch.delenv(REQUIRE_SHARED, raising=False)
+    assert shared_file("data", "mpdta.csv") == tmp_path / "data" / "mpdta.csv"
+    with pytest.raises(pytest.skip.Exception, match=f"not found at {tmp_path}/data/gone.csv"):
+        shared_file("data", "gone.csv")
+    monkeypatch.setenv(REQUIRE_SHARED, "0")
+    with pytest.raises(pytest.skip.Exception):
+        shared_file("data", "gone.csv")
+    monkeypatch.setenv(REQUIRE_SHARED, "1")
+    assert shared_file("data", "mpdta.csv") == tmp_path / "data" / "mpdta.csv"
+    with pytest.raises(pytest.fail.Exception, match="DPF_REQUIRE_SHARED is set"):
+        shared_file("data", "gone.csv")
+    # CI sets it for the whole suite.
+    assert f"export {REQUIRE_SHARED}=1" in (ROOT / ".ci" / "run").read_text()
 
 
 @pytest.fixture(scope="module")
