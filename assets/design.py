@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 
 from evaluation import design
+from evaluation.publish.design import plan_record, publish_design_page, store_plan
 from pipelines.resources import StudyResource
 
 ASSET = "pilot_design"
@@ -51,7 +52,12 @@ def pilot_design(
 ) -> dg.MaterializeResult:
     cfg = study.cfg
     inputs = design.calibrate(cfg, Path(study.out))
-    context.log.info(f"calibrated to the {inputs.source}: {inputs}")
+    context.log.info(
+        f"calibrated to the {inputs.source}: {inputs.cohort_median:.0f} people per force "
+        f"(log SD {inputs.cohort_log_sd:.2f}), {inputs.event_rate:.3f} events and "
+        f"{inputs.exit_rate:.3f} competing exits per person-year at the reference person, "
+        f"between-force SD {inputs.heterogeneity_sd:.3f}"
+    )
     plan = design.run_plan(
         cfg,
         plan_root(study.out),
@@ -67,9 +73,17 @@ def pilot_design(
     staged = path.with_name(f".{path.name}.partial")
     staged.write_text(json.dumps(plan.as_json(), indent=2) + "\n")
     os.replace(staged, path)
+    # The stakeholder page: published/pilot-design.html now, and in every edition the
+    # evaluation publishes from now on (it reads the record from restricted/plan).
+    results = study.restricted / "results.json"
+    run = json.loads(results.read_text())["run"] if results.is_file() else None
+    record = plan_record(plan.as_json(), run)
+    store_plan(record, study.out)
+    page = publish_design_page(record, cfg, study.published)[0]
     return dg.MaterializeResult(
         metadata={
             "json": dg.MetadataValue.path(str(path.resolve())),
+            "page": dg.MetadataValue.path(str(page.resolve())),
             "cells": len(plan.rows),
             "replications_computed": plan.computed,
             "replications_reused": plan.reused,
@@ -92,6 +106,7 @@ def run_design_job(
     `local_instance`), as `dpf-eval run` runs the evaluation job; returns the JSON's path.
     Raises RunError with the failed step's one-line reason."""
     from pipelines.definitions import REPOSITORY_LABEL
+    from pipelines.resources import RUN_STARTED
     from pipelines.runner import QUIET, RunError, _first_error, _job, local_instance
 
     instance = local_instance(Path(out))
@@ -99,14 +114,26 @@ def run_design_job(
     plan = {"reps": reps or 0, "scheduler": scheduler or "", "json_path": json_path or ""}
     if json_path:
         plan["json_path"] = os.path.abspath(json_path)
-    with dg.execute_job(
-        _job(JOB, study),
-        instance=instance,
-        run_config={**QUIET, "ops": {ASSET: {"config": plan}}},
-        tags=REPOSITORY_LABEL,
-    ) as result:
-        if not result.success:
-            raise RunError(_first_error(result))
-        for event in result.get_asset_materialization_events():
-            echo(f"  done: {event.asset_key.to_user_string()}")
+
+    def progress(instance: dg.DagsterInstance, run_id: str) -> None:
+        """The plan's own log lines (calibration, replications done), as they are stored."""
+
+        def line(entry: dg.EventLogEntry) -> None:
+            if entry.dagster_event is None and entry.step_key == ASSET:
+                echo(f"  {entry.user_message.strip()}")
+
+        instance.add_event_listener(run_id, line)
+
+    RUN_STARTED.append(progress)
+    try:
+        with dg.execute_job(
+            _job(JOB, study),
+            instance=instance,
+            run_config={**QUIET, "ops": {ASSET: {"config": plan}}},
+            tags=REPOSITORY_LABEL,
+        ) as result:
+            if not result.success:
+                raise RunError(_first_error(result))
+    finally:
+        RUN_STARTED.remove(progress)
     return Path(plan["json_path"]) if json_path else plan_root(out) / "pilot-design.json"

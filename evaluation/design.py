@@ -453,8 +453,9 @@ class ReplicationStore:
 def dask_client(scheduler: str | None = None, workers: int | None = None) -> Iterator[Any]:
     """A Dask client: on the scheduler at ``scheduler`` (or ``$DPF_DASK_SCHEDULER``), else
     on a ``LocalCluster`` of ``workers`` (default: the machine's cores) single-threaded
-    worker processes on 127.0.0.1, without the dashboard. Closed (and the local cluster
-    stopped) on exit."""
+    worker processes on 127.0.0.1, without the dashboard (the scheduler's HTTP server, health
+    and metrics only, on a free port of 127.0.0.1). Closed (and the local cluster stopped)
+    on exit."""
     from distributed import Client, LocalCluster
 
     address = scheduler or os.environ.get(SCHEDULER_ENV)
@@ -468,7 +469,8 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address=None,  # no dashboard; its HTTP server on a free local port:
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
         ) as cluster,
         Client(cluster) as client,
     ):

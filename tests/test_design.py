@@ -291,6 +291,9 @@ def test_dpf_eval_plan_runs_the_design_job(tmp_path, capsys):
     assert main(["plan", "--config", str(config), "--out", str(out), "--json", str(target)]) == 0
     printed = capsys.readouterr().out
     assert "3 pilot,   3 comparison forces, 730 days, HR 0.7, SD 0.1" in printed
+    # the plan's progress, from the run's log as it is stored
+    assert "  1 cells x 2 replications: 0 stored, 2 to compute" in printed
+    assert "  2/2 replications" in printed
     doc = json.loads(target.read_text())
     assert [r["reps"] for r in doc["rows"]] == [2] and doc["inputs"]["source"] == "config"
     runs = dg.DagsterInstance.get().get_runs()
