@@ -79,6 +79,9 @@ from evaluation.synth import (
 )
 
 ALPHA = sm.ALPHA  # two-sided, the analysis plan's level for the headline test
+# Part of every stored replication's fingerprint: change it with what simulate_frame or
+# analyse compute, so that a plan never reuses replications of an older simulation.
+SIMULATION_VERSION = "1"
 SCHEDULER_ENV = "DPF_DASK_SCHEDULER"
 ROW_KEYS = (
     "pilot_forces",
@@ -137,6 +140,7 @@ class Spec:
         a, d = self.cfg.analysis, self.cfg.design
         doc = {
             "generator": GENERATOR_VERSION,
+            "simulation": SIMULATION_VERSION,
             "inputs": dataclasses.asdict(self.inputs),
             "design": d.model_dump(mode="json", include={"entry_window_days", "scale", "seed",
                                                          "go_live_spread_days"}),
@@ -326,17 +330,16 @@ def simulate_frame(
         status = np.where(t_event <= t, 1, np.where(t_exit <= t, 2, 0))
         days = np.floor(t)
         frame = {k: np.asarray(v, dtype=float) for k, v in x.items()}
-        frames.append(
-            frame
-            | {
-                "force": np.full(n, f),
-                "pilot": np.full(n, int(pilot)),
-                "go_live": np.full(n, go_live[f]),  # days from the first go-live
-                "index_date": index,
-                f"{inputs.outcome}_time": np.where(days <= 0, 0.5, days),
-                f"{inputs.outcome}_status": status,
-            }
-        )
+        frame |= {
+            "force": np.full(n, f),
+            "pilot": np.full(n, int(pilot)),
+            "go_live": np.full(n, go_live[f]),  # days from the first go-live
+            "index_date": index,
+            f"{inputs.outcome}_time": np.where(days <= 0, 0.5, days),
+            f"{inputs.outcome}_status": status,
+        }
+        keep = censor > 0  # as the cohort: an index date on or after the cut-off is out
+        frames.append({k: v[keep] for k, v in frame.items()})
     columns = {k: np.concatenate([fr[k] for fr in frames]) for k in frames[0]}
     out = pl.DataFrame(columns).with_columns(
         force=pl.format("F{}", pl.col("force").cast(pl.String).str.zfill(3)),

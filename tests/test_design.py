@@ -71,6 +71,27 @@ def test_replications_are_seeded_one_by_one():
     assert design.replicate(spec, other, 4)["people"] != first["people"]
 
 
+def test_go_live_follow_up_and_cut_off_of_a_simulated_pilot():
+    """Pilot go-lives evenly over 365 days (0, 183, 365), comparison forces taking them in
+    turn; the data cut 200 days after the last go-live; follow-up at most 200 days and never
+    past the cut-off; nobody whose index date is on or after the cut-off (the last forces'
+    later entrants); people at go-live enter on it."""
+    cfg = _cfg(0.3)
+    frame = design.simulate_frame(
+        cfg, INPUTS, design.Cell(3, 4, 200, 0.8, 0.1), np.random.default_rng(1)
+    ).to_pandas()
+    go_live = frame.groupby("force")["go_live"].first()
+    assert go_live.tolist() == [0, 182, 365, 0, 182, 365, 0]  # round(365 * 1 / 2) = 182
+    cutoff = 365 + 200
+    assert (frame.index_date < cutoff).all()
+    assert (frame.any_reoffence_time <= np.minimum(200, cutoff - frame.index_date)).all()
+    assert set(frame.any_reoffence_status) == {0, 1, 2}
+    late = frame[frame.go_live == 365]
+    assert late.index_date.max() < cutoff and (late.index_date > 365).any()
+    assert ((frame.index_date == frame.go_live) | (frame.index_date > frame.go_live)).all()
+    assert (frame.pilot == frame.force.isin(["F000", "F001", "F002"])).all()
+
+
 def test_calibration_recovers_what_the_frame_was_simulated_with():
     """estimate_inputs on a large simulated frame (40 forces, no pilots' effect) returns the
     inputs it was simulated with (generator truth), within sampling error: event and exit
