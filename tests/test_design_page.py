@@ -242,7 +242,7 @@ def test_the_plan_is_stored_restricted_with_its_calibration_run(tmp_path, pilot_
     }
     assert plan_record(make_plan(), run)["run"] is None  # calibrated to the config: no run
     path = store_plan(plan_record({**make_plan(), "inputs": {**INPUTS, "source": "run"}}, run), out)
-    assert path == out / "restricted" / "plan" / "plan.json"
+    assert path == out / "restricted" / "plan" / "pilot-design.json"
     stored = read_plan(out)
     assert stored["rows"] == make_plan()["rows"] and stored["run"] == run
     html = design_page(stored, pilot_cfg).render(Path())[Path("pilot-design.html")]
@@ -267,7 +267,7 @@ def test_an_evaluation_report_links_the_plan_in_its_edition(report_study, pilot_
     try:
         inputs = load_inputs(out)
     finally:
-        (out / "restricted" / "plan" / "plan.json").unlink()
+        (out / "restricted" / "plan" / "pilot-design.json").unlink()
     files = evaluation_report_pages(inputs, pilot_cfg)
     assert '<a href="pilot-design.html">pilot-design page</a>' in files["evaluation-report.html"]
     assert 'href="evaluation-report.html"' in files["pilot-design.html"]

@@ -17,9 +17,10 @@ chart alike: the Monte Carlo interval is power +- 1.96 mc_se, clipped to [0, 1].
 the page is a count of people except the typical cohort size of a force, which goes through
 disclosure control like every other published count.
 
-Where it is published: `dpf-eval plan` (the design job) stores the plan, restricted
-(`store_plan`: restricted/plan/plan.json), and writes the page beside the index of editions
-(`publish_design_page`: published/pilot-design.html). Every evaluation run after that also
+Where it is published: `dpf-eval plan` (the design job, `assets.design`) stores the plan,
+restricted (`store_plan`: restricted/plan/pilot-design.json), and writes the page beside the
+index of editions (`publish_design_page`: published/pilot-design.html). Every evaluation run
+after that also
 publishes the newest plan's page in its edition (`ReportInputs.plan`), where its evaluation
 report links it: a reader of any edition, or of published/current, finds the page beside
 the report.
@@ -71,7 +72,7 @@ from evaluation.publish.edition import CURRENT
 from evaluation.results import code_version, write_json_atomic
 
 STEM = "pilot-design"
-PLAN_JSON = "plan.json"
+PLAN_JSON = "pilot-design.json"  # the design job's JSON (assets.design)
 TITLE = "Planning the next pilot: how many forces, and for how long"
 NAV = [
     ("summary", "Summary"),
@@ -421,7 +422,7 @@ def _permutations(cfg: StudyConfig) -> str:
 # The page
 # --------------------------------------------------------------------------------------------
 def plan_record(plan: Mapping, run: Mapping | None = None) -> dict:
-    """The plan as stored for its pages (`plan.json`): the planner's JSON
+    """The plan as stored for its pages (`plan_file`): the planner's JSON
     (`evaluation.design.PlanResult.as_json()`: alpha, outcome, inputs, fingerprint, rows)
     with when and by which code it was computed, and, when it was calibrated to a run, that
     run's `run` block of results.json (its deliveries go in the page's footer)."""
@@ -434,8 +435,9 @@ def plan_record(plan: Mapping, run: Mapping | None = None) -> dict:
 
 
 def plan_file(out: Path) -> Path:
-    """Where a study's newest plan is kept: restricted/plan/plan.json under its output
-    folder (restricted, like everything the pages are made from)."""
+    """Where a study's newest plan is kept: restricted/plan/pilot-design.json under its output
+    folder, beside its replications (the design job's JSON; restricted, like everything the
+    pages are made from)."""
     return Path(out) / "restricted" / "plan" / PLAN_JSON
 
 
