@@ -117,6 +117,14 @@ def test_sentences_say_the_hand_computed_numbers(page):
     assert (page.context["reps"], page.context["precision"]) == ("200", 7)
 
 
+def test_the_page_says_them_in_its_summary(page, files):
+    html = files["pilot-design.html"]
+    summary = html[html.index('<section id="summary"') : html.index('<section id="power"')]
+    for sentence in page.context["answers"][0]["sentences"]:
+        assert f"<p>{sentence}</p>" in summary
+    assert "Each percentage comes from 200 simulated pilots" in summary
+
+
 def test_a_rejection_rate_above_the_level_is_called_out(pilot_cfg):
     plan = make_plan()
     plan["rows"][1] |= {"power": 0.12, "mc_se": 0.023}  # 0.12 - 0.045 = 0.075 > 0.05
