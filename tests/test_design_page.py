@@ -125,6 +125,18 @@ def test_the_page_says_them_in_its_summary(page, files):
     assert "Each percentage comes from 200 simulated pilots" in summary
 
 
+def test_a_design_too_small_to_reach_the_level_is_called_out(pilot_cfg, page):
+    assert page.context["out_of_reach"] == []  # C(13, 5) = 1,287 assignments, all used
+    plan = make_plan()
+    plan["rows"] += [{**plan["rows"][0], "pilot_forces": 3, "comparison_forces": 2}]
+    # C(5, 3) = 10 assignments, all used: the smallest p-value is 1/10 = 0.1 > 0.05
+    assert design_page(plan, pilot_cfg).context["out_of_reach"] == [
+        "With 3 pilot and 2 comparison forces no effect, however large, can be detected: "
+        "there are only 10 ways to choose which 3 of the 5 forces are pilots, so the test's "
+        "smallest possible p-value is 1/10, above 5%."
+    ]
+
+
 def test_a_rejection_rate_above_the_level_is_called_out(pilot_cfg):
     plan = make_plan()
     plan["rows"][1] |= {"power": 0.12, "mc_se": 0.023}  # 0.12 - 0.045 = 0.075 > 0.05

@@ -55,6 +55,7 @@ from evaluation.charts import (
 from evaluation.config import StudyConfig
 from evaluation.disclosure import safe_count
 from evaluation.filemodes import PUBLIC_FILE, public_dir
+from evaluation.inference import assignments_used
 from evaluation.publish.common import (
     OUTCOME_LABELS,
     PACKAGES,
@@ -195,6 +196,25 @@ def answers(rows: Sequence[Mapping], outcome: str) -> list[dict]:
             }
         )
     return groups
+
+
+def out_of_reach(rows: Sequence[Mapping], cfg: StudyConfig, alpha: float) -> list[str]:
+    """One sentence per number of pilot and comparison forces whose permutation test cannot
+    give a p-value as small as `alpha` (1 over the assignments it uses,
+    `inference.assignments_used`): with so few forces no effect, however large, is
+    detected."""
+    a = cfg.analysis
+    out = []
+    for p, c in sorted({(r["pilot_forces"], r["comparison_forces"]) for r in rows}):
+        total, used = assignments_used(p + c, p, a.permutations, a.exact_permutation_limit)
+        if 1 / used > alpha:
+            out.append(
+                f"With {p} pilot and {c} comparison forces no effect, however large, can be "
+                f"detected: there are only {total:,} ways to choose which {p} of the {p + c} "
+                f"forces are pilots, so the test's smallest possible p-value is 1/{used:,}, "
+                f"above {_pct(alpha)}."
+            )
+    return out
 
 
 def no_effect(rows: Sequence[Mapping], alpha: float) -> list[str]:
@@ -505,6 +525,7 @@ def design_page(
         "outcome": outcome,
         "answers": answers(rows, outcome),
         "no_effect": no_effect(rows, alpha),
+        "out_of_reach": out_of_reach(rows, cfg, alpha),
         "alpha": _pct(alpha),
         "charts": charts,
         "results_table": table,
