@@ -157,6 +157,16 @@ def test_one_group_of_sentences_per_between_force_sd(pilot_cfg):
     assert [len(g["sentences"]) for g in groups] == [2, 2]
 
 
+def test_an_estimated_between_force_sd_is_shown_to_two_figures(pilot_cfg):
+    page = design_page(make_plan(sds=(0.043127,)), pilot_cfg)  # as calibrate() estimates it
+    assert set(page.context["results_table"].frame["Between-force SD"]) == {"0.043"}
+    # exp(0.043127) - 1 = 0.0441 -> 4%
+    assert (
+        "typically 4% apart (between-force SD 0.043 on the log scale)"
+        in (page.context["no_effect"][0])
+    )
+
+
 def test_table_has_every_row_with_its_interval(page):
     table = page.context["results_table"].frame
     got = {

@@ -129,7 +129,7 @@ def _spread(sd: float) -> str:
     """A between-force SD of the log hazard in words: how far apart forces' underlying rates
     typically are (one SD, on the rate scale)."""
     return (
-        f"typically {round(100 * (math.exp(sd) - 1))}% apart (between-force SD {sd:g} on the "
+        f"typically {round(100 * (math.exp(sd) - 1))}% apart (between-force SD {sd:.2g} on the "
         "log scale)"
     )
 
@@ -253,7 +253,7 @@ def power_table(rows: Sequence[Mapping], name: str = "power", caption: str = "")
                 "Comparison forces": str(r["comparison_forces"]),
                 "Follow-up": years_phrase(r["follow_up_days"]),
                 "True hazard ratio": f"{r['hazard_ratio']:g}",
-                "Between-force SD": f"{r['heterogeneity_sd']:g}",
+                "Between-force SD": f"{r['heterogeneity_sd']:.2g}",
                 "Simulated pilots": f"{r['reps']:,}",
                 "Chance of detecting the effect": _pct(r["power"]),
                 "Monte Carlo interval (95%)": _interval_text(r),
