@@ -122,8 +122,9 @@ def test_parquet_decoded_size_limit_both_paths_agree(tmp_path, rows, value_chars
     assert fast.to_dict() == report.to_dict()
 
 
-def test_the_limits_of_the_config_are_the_ones_applied(tmp_path):
-    """A ~1 MB table passes the default limit and is refused under a 500 KB one, unread."""
+def test_the_configured_table_size_limit_is_the_one_applied(tmp_path):
+    """A ~1 MB table passes the default limit (limits.table_bytes) and is refused under a
+    500 KB one."""
     folder = write_delivery(tmp_path / "drop", n_people=3000)
     assert (folder / "contacts.csv").stat().st_size > 500_000
     small = parse_config(PILOT_CONFIG.read_text() + "\nlimits:\n  table_bytes: 500000\n")

@@ -54,7 +54,7 @@ def test_every_run_is_logged_with_run_force_delivery_and_asset(log_lines, pilot_
 
 
 @pytest.mark.slow
-def test_nothing_person_level_in_the_run_log(log_lines):
+def test_no_person_id_in_the_run_log(log_lines):
     study, text, _ = log_lines
     ids = study.person_ids()
     assert len(ids) > 100

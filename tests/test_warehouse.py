@@ -52,12 +52,35 @@ def test_warehouse_holds_the_analysis_tables_and_every_estimate(study, pilot_cfg
         # Every estimate queried back equals its row in results.json.
         columns = list(doc["estimates"][0])
         queried = con.execute(f"SELECT {', '.join(columns)} FROM estimates").fetchall()
+        # A researcher's query, joining the person-level tables: per arm, the people, their
+        # events of the primary outcome and their total weight.
+        outcome = pilot_cfg.analysis.primary_outcome
+        by_arm = con.execute(
+            f"SELECT c.arm, count(*), count(*) FILTER (WHERE c.{outcome}_status = 1), "
+            "sum(w.weight) FROM cohort AS c JOIN weights AS w USING (force, person_id) "
+            "GROUP BY c.arm ORDER BY c.arm"
+        ).fetchall()
     assert Counter(map(_key, queried)) == Counter(
         _key(tuple(e[c] for c in columns)) for e in doc["estimates"]
     )
-    # A researcher's query: the primary hazard ratios by outcome.
-    cox = [e for e in doc["estimates"] if e["method"] == "cox" and e["term"] == "pilot"]
-    assert cox
+    # The same from the analysis's own stored table, and the totals are the people and
+    # events of the primary Cox model in results.json.
+    stored = pl.read_parquet(restricted / "store" / "weighted_cohort.parquet")
+    want = (
+        stored.group_by("arm")
+        .agg(pl.len(), (pl.col(f"{outcome}_status") == 1).sum(), pl.col("weight").sum())
+        .sort("arm")
+        .rows()
+    )
+    assert [arm for arm, *_ in by_arm] == ["comparison", "pilot"]
+    assert [row[:3] for row in by_arm] == [row[:3] for row in want]
+    assert [row[3] for row in by_arm] == pytest.approx([row[3] for row in want], rel=1e-12)
+    cox = next(
+        e
+        for e in doc["estimates"]
+        if (e["outcome"], e["method"], e["term"]) == (outcome, "cox", "pilot")
+    )
+    assert (sum(r[1] for r in by_arm), sum(r[2] for r in by_arm)) == (cox["n"], cox["events"])
 
 
 def test_warehouse_types_dates_keeps_weights_and_config_and_describes_every_column(
