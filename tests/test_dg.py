@@ -15,7 +15,7 @@ from tests.conftest import PILOT_CONFIG, ROOT
 from tests.test_ui import LOCATION_QUERY, DagsterUI, _free_port, _stop
 
 DG = str(Path(sys.executable).with_name("dg"))
-JOBS = {"ingest_and_validate", "evaluation", "data_quality"}
+JOBS = {"ingest_and_validate", "evaluation", "data_quality", "design"}
 
 
 def _study_env(tmp_path: Path) -> dict[str, str]:

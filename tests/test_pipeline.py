@@ -57,7 +57,7 @@ def test_definitions_load():
         assert expected in keys
     assert {"evaluation", "ingest_and_validate"} <= {j.name for j in repo.get_all_jobs()}
     groups = {repo.asset_graph.get(k).group_name for k in repo.asset_graph.get_all_asset_keys()}
-    assert groups == {"ingest", "validate", "analysis_tables", "models", "reports"}
+    assert groups == {"ingest", "validate", "analysis_tables", "models", "reports", "design"}
 
 
 def test_results_json_follows_the_contract(small_study, pilot_cfg):
