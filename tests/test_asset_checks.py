@@ -23,6 +23,7 @@ import pytest
 
 from assets.validate import DATA_QUALITY_ONLY
 from evaluation import checks
+from evaluation.extracts import DeliveryRef, delivery_content_hash
 from tests.conftest import PILOT_CONFIG, ROOT
 from tests.deliveries import write_delivery
 from tests.ops_study import cli_env
@@ -126,6 +127,14 @@ def test_a_quarantined_delivery_fails_its_own_partition_in_the_ui(tmp_path):
     }
     expected = {f"ASH|{DATE}": True, f"BRK|{DATE}": True, f"CLM|{DATE}": False}
     assert in_process == {**expected, f"DNM|{DATE}": False}
+    # Each delivery's evaluation says which revision it judged: its content, whether its typed
+    # copy was kept (only if it passed) and its rows (30 people each, whatever the manifest).
+    for e in [e for r in (many, one) for e in r.get_asset_check_evaluations()]:
+        force, date = e.partition.split("|")
+        facts = {k: v.value for k, v in e.metadata.items()}
+        ref = DeliveryRef(force, date, drop / force / date)
+        assert facts["content_sha256"] == delivery_content_hash(ref)
+        assert (facts["revision"], facts["kept"], facts["rows_people"]) == (1, e.passed, 30)
     # Which delivery each force uses (as the data-quality job, which reports on forces
     # missing rather than failing for them), with the quarantine check beside it.
     status = defs.resolve_job_def("data_quality").execute_in_process(
