@@ -158,3 +158,46 @@ def test_flow_adds_up(built):
         ash["excluded_not_eligible"] + ash["excluded_no_follow_up"] + ash["in_cohort"]
         == ash["people_in_extracts"]
     )
+
+
+def test_baseline_covariates_are_coded_as_the_plan_says(pilot_cfg):
+    # Hand-coded: pilot 1 for ASH (arm pilot in config/pilot.yaml), 0 for FNL (comparison);
+    # contact_offence 1 for contact_adult and contact_child only; age = index year - birth year
+    # (index 2024-04-01, go-live of both); counts and MAPPA level carried over as numbers.
+    people = pl.DataFrame(
+        [
+            person("ASH", "P", "2020-01-01", index_offence="contact_child", on_licence=True,
+                   prior_convictions=5, prior_sexual_convictions=3, mappa_level=2,
+                   birth_year=1990),
+            person("ASH", "Q", "2020-01-01", index_offence="contact_adult"),
+            person("FNL", "R", "2020-01-01", index_offence="non_contact", sex="female"),
+            person("FNL", "S", "2020-01-01", index_offence="indecent_images", sex="other"),
+        ]
+    )  # fmt: skip
+    windows = force_windows(pilot_cfg, {"ASH": D("2026-09-30"), "FNL": D("2026-09-30")})
+    cohort, _ = build_cohort(people, ASSESSMENTS.clear(), EVENTS.clear(), windows, pilot_cfg)
+    cols = ["pilot", "contact_offence", "male", "on_licence", "prior_convictions",
+            "prior_sexual_convictions", "mappa_level", "age"]  # fmt: skip
+    got = {r["person_id"]: [r[c] for c in cols] for r in cohort.iter_rows(named=True)}
+    assert got == {
+        "P": [1, 1.0, 1.0, 1.0, 5.0, 3.0, 2.0, 34.0],
+        "Q": [1, 1.0, 1.0, 0.0, 2.0, 1.0, 1.0, 54.0],
+        "R": [0, 0.0, 0.0, 0.0, 2.0, 1.0, 1.0, 54.0],
+        "S": [0, 0.0, 0.0, 0.0, 2.0, 1.0, 1.0, 54.0],
+    }
+
+
+def test_flow_counts_each_exclusion_by_force_pilot_arm_first(pilot_cfg):
+    # ASH's in-use extract is dated 2024-06-30, so its follow-up ends 180 days earlier
+    # (2024-01-02), before its go-live: its four eligible people (A, B, E, F) have none and
+    # are excluded for that; C (starts after the entry window) and D (gone before go-live) are
+    # not eligible. FNL's one person (G) enters.
+    windows = force_windows(pilot_cfg, {"ASH": D("2024-06-30"), "FNL": D("2026-09-30")})
+    cohort, flow = build_cohort(PEOPLE, ASSESSMENTS, EVENTS, windows, pilot_cfg)
+    assert list(cohort["person_id"]) == ["G"]
+    assert flow.rows() == [
+        ("ASH", "pilot", 6, 2, 4, 0),
+        ("FNL", "comparison", 1, 0, 0, 1),
+    ]
+    assert flow.columns == ["force", "arm", "people_in_extracts", "excluded_not_eligible",
+                            "excluded_no_follow_up", "in_cohort"]  # fmt: skip
