@@ -292,15 +292,15 @@ def _run_pipeline(
 def _long_lived_imports() -> Iterator[None]:
     """Imports whose objects live as long as the process (Dagster, the assets' modules and
     great-expectations: about 450,000 objects, against 175,000 in the bare core) with the
-    garbage collector off, then collected once and frozen (`gc.freeze`), so that no later
-    collection scans them again. Nationally the collector took 1.9 s of CPU a run, 0.5 s
-    with this; the core alone spends 0.4 s."""
+    garbage collector off, then frozen (`gc.freeze`), so that no later collection scans them
+    again. Nationally the collector took 1.9 s of CPU a run, 0.5 s with this; the core alone
+    spends 0.4 s. They are not collected before they are frozen: that one full collection
+    scanned all 450,000 for 0.3 s of CPU and found about 2,000 objects of garbage."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        gc.collect()  # nothing that is already garbage is frozen
         gc.freeze()
         if enabled:
             gc.enable()

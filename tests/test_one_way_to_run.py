@@ -214,3 +214,20 @@ def test_an_evaluation_that_cannot_stand_exits_1_in_one_line_and_keeps_the_editi
     assert "missing: " in done.stderr  # the forces missing, named
     assert (out / "published" / "current").resolve() == edition
     assert (out / "restricted" / "results.json").read_bytes() == results
+
+
+def test_the_run_freezes_its_long_lived_imports_and_collects_again_after():
+    """What `dpf-eval run` imports for the whole process is frozen (no later collection scans
+    it), and the garbage collector is on again once the imports are done."""
+    import gc
+
+    from pipelines.runner import _long_lived_imports
+
+    before = gc.get_freeze_count()
+    try:
+        with _long_lived_imports():
+            assert not gc.isenabled()  # no collection while the imports build their objects
+            made = [[] for _ in range(1000)]  # tracked objects made inside
+        assert gc.isenabled() and gc.get_freeze_count() >= before + len(made)
+    finally:
+        gc.unfreeze()
