@@ -340,3 +340,38 @@ def test_a_study_below_the_exact_limit_samples_and_the_report_says_so(pilot_cfg,
     assert (tables["did_permutation"].groupby("outcome").size() == 99).all()
     assert placebo_draws == [99]
     assert _permutations_note(cfg).startswith("99 of the 1,287 possible assignments")
+
+
+def test_placebo_and_bounds_rows_carry_the_keys_the_report_reads(synthetic_did):
+    # evaluation/publish/sensitivity.py reads res.get(o, "placebo", "att", "simple", inf) and
+    # res.get(o, "honest_did", "breakdown_mbar", "simple", inf): a row under any other key
+    # is silently missing from the report. Per outcome, by the did.py docstrings: the placebo
+    # ATT under both inferences (headline first), the bounds per Mbar and the breakdown value.
+    _, tables, estimates = synthetic_did
+    MBARS = ("0", "0.5", "1", "2")  # analysis plan 10
+    outcomes = sorted(set(tables["did_placebo"]["outcome"]))
+    assert outcomes
+    for outcome in outcomes:
+        keys = [
+            (e.method, e.term, e.measure, e.inference)
+            for e in estimates
+            if e.outcome == outcome and e.method in ("placebo", "honest_did")
+        ]
+        assert keys == [
+            ("placebo", "simple", "att", "permutation"),
+            ("placebo", "simple", "att", "wild_cluster_bootstrap"),
+            *(("honest_did", f"mbar_{m}", "att_bounds", "permutation") for m in MBARS),
+            ("honest_did", "simple", "breakdown_mbar", "permutation"),
+        ]
+
+
+def test_poisson_rate_ratio_without_events_in_the_treated_cells_is_not_estimable():
+    # No event in any pilot force after go-live: the likelihood keeps rising as the rate
+    # ratio falls to 0, so there is no MLE. Reported as missing (nan, no interval, no p),
+    # never as a rate ratio of 0.
+    d = _toy_panel(seed=1)
+    d.loc[d["post"], "y_events"] = 0
+    out = did.twfe_poisson(d, "y", permutations=60, seed=1)
+    for k in ("rate_ratio", "log_rate_ratio", "ci_low", "ci_high", "p_permutation"):
+        assert math.isnan(out[k]), k
+    assert math.isnan(out["perm_log_rate_ratio"][0])  # the observed assignment, first
