@@ -375,3 +375,18 @@ def test_poisson_rate_ratio_without_events_in_the_treated_cells_is_not_estimable
     for k in ("rate_ratio", "log_rate_ratio", "ci_low", "ci_high", "p_permutation"):
         assert math.isnan(out[k]), k
     assert math.isnan(out["perm_log_rate_ratio"][0])  # the observed assignment, first
+
+
+def test_event_study_table_has_what_the_report_and_its_chart_read(synthetic_did):
+    # evaluation/publish/did.py and charts.py read att, ci_low_boot, ci_high_boot,
+    # p_permutation and the null band null_low/null_high ("Range expected by chance") by
+    # name: the band is the 2.5% and 97.5% quantiles of the permutation null, so it has
+    # low <= high wherever it exists, and it exists at every event time of a study this size.
+    _, tables, _ = synthetic_did
+    es = tables["did_event_study"]
+    read = ["event_time", "att", "ci_low_boot", "ci_high_boot", "p_permutation", "null_low",
+            "null_high"]  # fmt: skip
+    assert set(read) <= set(es.columns)
+    assert es[["null_low", "null_high"]].notna().all().all()
+    assert (es["null_low"] <= es["null_high"]).all()
+    assert ((es["p_permutation"] > 0) & (es["p_permutation"] <= 1)).all()
