@@ -1,6 +1,8 @@
+import atexit
 import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,14 @@ from pipelines.runner import LOCAL_INSTANCE_YAML as LOCAL_INSTANCE
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 ROOT = Path(__file__).resolve().parents[1]
-PILOT_CONFIG = ROOT / "config" / "pilot.yaml"
+DEMO_CONFIG = ROOT / "config" / "pilot.yaml"  # the demo's config, as the repository has it
+# The config the tests run: the demo's with no PDFs (publish.pdf: false). Printing a run's
+# pages takes Chromium 5-10 s, and some sixty runs of the suite are not about PDFs;
+# tests/test_editions.py prints them. Written once per test session, removed at its end.
+_SESSION = Path(tempfile.mkdtemp(prefix="dpf-eval-tests-"))
+atexit.register(shutil.rmtree, _SESSION, ignore_errors=True)
+PILOT_CONFIG = _SESSION / "pilot.yaml"
+PILOT_CONFIG.write_text(DEMO_CONFIG.read_text() + "\npublish:\n  pdf: false\n")
 SHARED = ROOT.parent / "shared"  # the specification folder beside the repository
 REQUIRE_SHARED = "DPF_REQUIRE_SHARED"  # set by .ci/run: a missing reference fails the test
 
@@ -47,15 +56,15 @@ def _isolated_dagster_home(tmp_path, monkeypatch):
 
 
 def fast_config(folder: Path) -> Path:
-    """A copy of the pilot config with 99 permutations and bootstrap draws (not 999, nor all
-    1,287 assignments of the exact test), and no PDFs (publish.pdf: the editions' tests
-    turn them on)."""
+    """A copy of the tests' pilot config with 99 permutations and bootstrap draws (not 999,
+    nor all 1,287 assignments of the exact test), and no PDFs (publish.pdf: the editions'
+    tests turn them on)."""
     config = folder / "pilot-fast.yaml"
     text = PILOT_CONFIG.read_text()
     text = re.sub(r"(?m)^(\s*permutations:)\s*\d+", r"\1 99", text)
     text = re.sub(r"(?m)^(\s*exact_permutation_limit:)\s*\d+", r"\1 99", text)
     text = re.sub(r"(?m)^(\s*bootstrap_reps:)\s*\d+", r"\1 99", text)
-    config.write_text(text + "\npublish:\n  pdf: false\n")
+    config.write_text(text)
     return config
 
 

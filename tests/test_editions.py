@@ -29,7 +29,7 @@ from evaluation.publish.changes import RECORD, what_changed
 from evaluation.publish.common import LanguageError, check_files
 from evaluation.publish.edition import list_editions, publish_edition
 from evaluation.publish.pdf import CHROMIUM
-from tests.conftest import LOCAL_INSTANCE, PILOT_CONFIG, fast_config
+from tests.conftest import DEMO_CONFIG, LOCAL_INSTANCE, PILOT_CONFIG, fast_config
 
 FORCE, NEW_DATE = "BRK", "2026-10-31"
 
@@ -387,7 +387,9 @@ def test_consecutive_editions_reveal_no_suppressed_count(two_editions):
 
 
 def test_config_turns_pdfs_off_and_on(tmp_path):
-    assert load_config(PILOT_CONFIG).publish.pdf is True
+    """The demo's config prints PDFs (the default); the tests' copies do not."""
+    assert load_config(DEMO_CONFIG).publish.pdf is True
+    assert load_config(PILOT_CONFIG).publish.pdf is False
     assert load_config(fast_config(tmp_path)).publish.pdf is False
 
 
