@@ -605,3 +605,21 @@ def test_assets_materialise_with_metadata_and_write_results(small, tmp_path):
                                               "rmst": 8, "logrank": 8, "power": 8}  # fmt: skip
     text = json.dumps(doc) + "".join(str(v.value) for m in meta.values() for v in m.values())
     assert language_hits(text, load_config(config).language.avoid) == []
+
+
+def test_logrank_with_one_arm_only_gives_both_rows_not_estimable(pilot_cfg):
+    # logrank_estimates' contract: two rows per outcome (independent, unweighted; and
+    # cluster_robust, with the configured weighting), here with the reason and no numbers.
+    import pandas as pd
+
+    df = pd.DataFrame({"force": ["ASH"] * 4, "pilot": [1] * 4, "weight": [1.0] * 4})
+    for o in OUTCOMES:
+        df[f"{o}_time"], df[f"{o}_status"] = [10.0, 20.0, 30.0, 40.0], [1, 0, 1, 0]
+    lr = sm.logrank_estimates(df, pilot_cfg)
+    assert list(zip(lr.outcome, lr.inference, lr.weighting, strict=True)) == [
+        (o, i, w)
+        for o in OUTCOMES
+        for i, w in (("independent", "none"), ("cluster_robust", pilot_cfg.analysis.weighting))
+    ]
+    assert (lr.reason == "one arm has nobody in the analysis").all()
+    assert lr.statistic.isna().all() and lr.p_value.isna().all()
