@@ -3,16 +3,18 @@ the numbers worked out by hand below, its chart data equal the rows, it is self-
 passes the language and disclosure checks, and (in Chromium) draws its charts with no axe
 violation.
 
-The Monte Carlo interval is power +- 1.96 mc_se, clipped to [0, 1], in whole percentages
-(hand computation, each row):
+The Monte Carlo interval is the 95% Wilson score interval of the power as a share of the
+200 replications, in whole percentages (hand computation, each row: centre
+(p + 1.96^2/400) / (1 + 1.96^2/200), half-width 1.96 sqrt(p(1-p)/200 + 1.96^2/160000) /
+(1 + 1.96^2/200)):
 
-  pilots  HR    power  mc_se   lower                     upper
-  5       1.0   0.01   0.0070  0.01 - 0.01372 < 0 -> 0%  0.02372 -> 2%
-  10      1.0   0.06   0.0168  0.06 - 0.03293 = 0.02707 -> 3%   0.09293 -> 9%
-  5       0.85  0.62   0.0343  0.62 - 0.06723 = 0.55277 -> 55%  0.68723 -> 69%
-  10      0.85  0.88   0.0230  0.88 - 0.04508 = 0.83492 -> 83%  0.92508 -> 93%
-  5       0.7   0.81   0.0277  0.81 - 0.05429 = 0.75571 -> 76%  0.86429 -> 86%
-  10      0.7   0.99   0.0070  0.99 - 0.01372 = 0.97628 -> 98%  1.00372 > 1 -> 100%
+  pilots  HR    power  lower             upper
+  5       1.0   0.01   0.00275 -> 0%     0.03572 -> 4%
+  10      1.0   0.06   0.03465 -> 3%     0.10193 -> 10%
+  5       0.85  0.62   0.55107 -> 55%    0.68441 -> 68%
+  10      0.85  0.88   0.82766 -> 83%    0.91802 -> 92%
+  5       0.7   0.81   0.74999 -> 75%    0.85833 -> 86%
+  10      0.7   0.99   0.96428 -> 96%    0.99725 -> 100%
 """
 
 from __future__ import annotations
@@ -38,12 +40,12 @@ from evaluation.publish.design import (
 from evaluation.report import plotly_js
 
 HAND = {  # (pilot forces, hazard ratio): power, mc_se, interval (%) worked out above
-    (5, 1.0): (0.01, 0.0070, (0, 2)),
-    (10, 1.0): (0.06, 0.0168, (3, 9)),
-    (5, 0.85): (0.62, 0.0343, (55, 69)),
-    (10, 0.85): (0.88, 0.0230, (83, 93)),
-    (5, 0.7): (0.81, 0.0277, (76, 86)),
-    (10, 0.7): (0.99, 0.0070, (98, 100)),
+    (5, 1.0): (0.01, 0.0070, (0, 4)),
+    (10, 1.0): (0.06, 0.0168, (3, 10)),
+    (5, 0.85): (0.62, 0.0343, (55, 68)),
+    (10, 0.85): (0.88, 0.0230, (83, 92)),
+    (5, 0.7): (0.81, 0.0277, (75, 86)),
+    (10, 0.7): (0.99, 0.0070, (96, 100)),
 }
 INPUTS = {
     "source": "config",
@@ -106,15 +108,26 @@ def test_sentences_say_the_hand_computed_numbers(page):
     assert page.context["no_effect"] == [
         "With 5 pilot and 8 comparison forces followed for two years with forces' underlying "
         "rates typically 11% apart (between-force SD 0.1 on the log scale), the test found an "
-        "effect in 1% of 200 simulated pilots with none (Monte Carlo interval 0% to 2%): "
+        "effect in 1% of 200 simulated pilots with none (Monte Carlo interval 0% to 4%): "
         "within the simulation's precision of the 5% the test is set at, or below it.",
         "With 10 pilot and 8 comparison forces followed for two years with forces' underlying "
         "rates typically 11% apart (between-force SD 0.1 on the log scale), the test found an "
-        "effect in 6% of 200 simulated pilots with none (Monte Carlo interval 3% to 9%): "
+        "effect in 6% of 200 simulated pilots with none (Monte Carlo interval 3% to 10%): "
         "within the simulation's precision of the 5% the test is set at, or below it.",
     ]
     # 200 replications: 1.96 * sqrt(0.25 / 200) = 0.0693 -> about 7 points either way
     assert (page.context["reps"], page.context["precision"]) == ("200", 7)
+
+
+def test_power_of_0_or_1_still_has_an_interval():
+    """All or none of 50 replications rejecting: Wilson's interval, not a single point (by
+    hand: 1.96^2 / (50 + 1.96^2) = 0.07135 -> 0% to 7% and 93% to 100%)."""
+    from evaluation.publish.design import interval
+
+    lo, hi = interval({"power": 0.0, "reps": 50, "mc_se": 0.0})
+    assert lo == 0.0 and hi == pytest.approx(0.07135, abs=1e-5)
+    lo, hi = interval({"power": 1.0, "reps": 50, "mc_se": 0.0})
+    assert lo == pytest.approx(0.92865, abs=1e-5) and hi == 1.0
 
 
 def test_the_page_says_them_in_its_summary(page, files):
@@ -139,10 +152,10 @@ def test_a_design_too_small_to_reach_the_level_is_called_out(pilot_cfg, page):
 
 def test_a_rejection_rate_above_the_level_is_called_out(pilot_cfg):
     plan = make_plan()
-    plan["rows"][1] |= {"power": 0.12, "mc_se": 0.023}  # 0.12 - 0.045 = 0.075 > 0.05
+    plan["rows"][1] |= {"power": 0.12, "mc_se": 0.023}  # Wilson, n 200: 0.08198 > 0.05
     (_, too_often) = design_page(plan, pilot_cfg).context["no_effect"]
     assert "found an effect in 12% of 200 simulated pilots" in too_often
-    assert "(Monte Carlo interval 7% to 17%)" in too_often
+    assert "(Monte Carlo interval 8% to 17%)" in too_often
     assert "more often than the 5% the test is set at" in too_often
 
 
@@ -216,7 +229,7 @@ def test_chart_data_equal_the_rows(files):
     # the chart's table (its CSV) holds the same numbers
     csv = files["pilot-design-power-chart-1.csv"].splitlines()
     assert csv[0].endswith("Monte Carlo interval (95%) (low),Monte Carlo interval (95%) (high)")
-    assert "5,8,two years,0.85,0.1,200,62%,55%,69%" in csv
+    assert "5,8,two years,0.85,0.1,200,62%,55%,68%" in csv
 
 
 def test_assumptions_come_from_the_plan_inputs(page):

@@ -13,7 +13,9 @@ there is no effect (the test's type I error, against the level it is set at), an
 simulation assumed.
 
 Power and its interval are shown as whole percentages, in the sentences, the table and the
-chart alike: the Monte Carlo interval is power +- 1.96 mc_se, clipped to [0, 1]. Nothing on
+chart alike: the Monte Carlo interval is the 95% Wilson score interval of the share of
+replications that rejected (it stays inside [0, 1] and is not empty at 0% or 100%, where
+power +- 1.96 mc_se would be a single point). Nothing on
 the page is a count of people except the typical cohort size of a force, which goes through
 disclosure control like every other published count.
 
@@ -83,7 +85,7 @@ NAV = [
     ("methods", "Methods"),
     ("reproducibility", "Reproducibility"),
 ]
-Z = 1.96  # the Monte Carlo interval: power +- Z mc_se
+Z = 1.96  # the Monte Carlo interval: Wilson's at 95%
 TARGET = 0.8  # the power a trial is conventionally designed for (a line on the charts)
 # One look per number of pilot forces (colour, line dash, marker): colour is never the only cue.
 LOOKS = [
@@ -100,9 +102,13 @@ GRID_KEYS = ("comparison_forces", "follow_up_days", "heterogeneity_sd")
 # Numbers: every power on the page goes through these
 # --------------------------------------------------------------------------------------------
 def interval(row: Mapping) -> tuple[float, float]:
-    """The Monte Carlo interval of a row's power: power +- 1.96 mc_se, clipped to [0, 1]."""
-    p, se = float(row["power"]), float(row["mc_se"])
-    return max(p - Z * se, 0.0), min(p + Z * se, 1.0)
+    """The Monte Carlo interval of a row's power: the Wilson score interval of `power` as a
+    share of `reps` replications (Wilson 1927; centre (p + z^2/2n) / (1 + z^2/n), half-width
+    z sqrt(p(1-p)/n + z^2/4n^2) / (1 + z^2/n))."""
+    p, n = float(row["power"]), int(row["reps"])
+    centre = (p + Z**2 / (2 * n)) / (1 + Z**2 / n)
+    half = Z * math.sqrt(p * (1 - p) / n + Z**2 / (4 * n**2)) / (1 + Z**2 / n)
+    return max(centre - half, 0.0), min(centre + half, 1.0)
 
 
 def percent(x: float) -> int:
@@ -268,7 +274,7 @@ def power_table(rows: Sequence[Mapping], name: str = "power", caption: str = "")
         note="The chance of detecting the effect (power) is the share of simulated pilots "
         "whose headline test found a difference at the 5% level (two-sided); at a true "
         "hazard ratio of 1 it is the share that found one where there is none. The interval "
-        "is power ± 1.96 Monte Carlo standard errors, limited to 0% to 100%.",
+        "is the 95% Wilson interval of that share over the simulated pilots.",
     )
 
 
