@@ -623,3 +623,35 @@ def test_logrank_with_one_arm_only_gives_both_rows_not_estimable(pilot_cfg):
     ]
     assert (lr.reason == "one arm has nobody in the analysis").all()
     assert lr.statistic.isna().all() and lr.p_value.isna().all()
+
+
+def test_power_design_effect_is_the_robust_to_model_variance_ratio(pilot_cfg):
+    # By hand: robust SE 0.2 over model SE 0.1 in the adjusted unweighted model is a design
+    # effect (0.2 / 0.1)^2 = 4, so the events needed for HR 0.8 are four times Schoenfeld's
+    # (z_0.975 + z_0.8)^2 / (p (1 - p) log(0.8)^2) = 630.5 at the pilot share p = 0.5, taken
+    # as 631 whole events; the minimum detectable HR is the one for a quarter of the events.
+    from statistics import NormalDist
+
+    import pandas as pd
+
+    df = pd.DataFrame({"force": ["ASH"] * 50 + ["FNL"] * 50, "pilot": [1] * 50 + [0] * 50})
+    for o in OUTCOMES:
+        df[f"{o}_status"] = ([1] * 20 + [0] * 30) * 2
+    cox = pd.DataFrame(
+        [
+            {"outcome": o, "model": "adjusted_unweighted", "term": "pilot", "converged": True,
+             "se": 0.1, "robust_se": 0.2, "reason": None}
+            for o in OUTCOMES
+        ]
+    )  # fmt: skip
+    z = NormalDist().inv_cdf(0.975) + NormalDist().inv_cdf(0.8)
+    need = z**2 / (0.25 * math.log(0.8) ** 2)
+    power = sm.power_estimates(df, pilot_cfg, cox).set_index("outcome")
+    for o in OUTCOMES:
+        row = power.loc[o]
+        assert row.events == 40 and row.design_effect == pytest.approx(4.0)
+        assert row.events_needed_hr_0_8 == math.ceil(need) == 631  # whole events
+        assert row.events_needed_hr_0_8_design_effect == 4 * 631
+        # HR detectable with 10 effective events: exp(-z / sqrt(p (1 - p) 10))
+        assert row.min_detectable_hr_design_effect == pytest.approx(math.exp(-z / math.sqrt(2.5)))
+        assert row.min_detectable_hr == pytest.approx(math.exp(-z / math.sqrt(10)))
