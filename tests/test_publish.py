@@ -616,3 +616,38 @@ def test_chart_numbers_are_finite_or_null():
         None,
         None,
     ]
+
+
+def test_table_one_verdict_gives_the_largest_absolute_smd_before_and_after(pilot_cfg):
+    # The report's sentences read max_smd and max_smd_before ("largest difference 0.250"):
+    # by hand, the largest |SMD| of age (-0.25 before, 0.05 after) and prior convictions
+    # (0.08 before, -0.12 after).
+    from evaluation.publish.cohort import table_one
+
+    t1 = pd.DataFrame(
+        [
+            {"covariate": "age", "mean_pilot": 40.0, "sd_pilot": 10.0, "mean_comparison": 42.5,
+             "sd_comparison": 10.0, "wmean_comparison": 40.5, "smd_unweighted": -0.25,
+             "smd_weighted": 0.05},
+            {"covariate": "prior_convictions", "mean_pilot": 2.0, "sd_pilot": 1.0,
+             "mean_comparison": 1.9, "sd_comparison": 1.0, "wmean_comparison": 2.1,
+             "smd_unweighted": 0.08, "smd_weighted": -0.12},
+        ]
+    )  # fmt: skip
+    _, verdict = table_one(t1, Results({"estimates": []}), pilot_cfg)
+    assert verdict["max_smd_before"] == 0.25 and verdict["max_smd"] == 0.12
+    assert (
+        not verdict["balanced"] and len(verdict["failing"]) == len(verdict["failing_before"]) == 1
+    )
+
+
+def test_intermediate_note_names_the_outcome_that_is_not_estimable(pilot_cfg):
+    # A row with enough people whose model failed: the note says which outcome, by its label.
+    from evaluation.publish.intermediate import INTERMEDIATE_LABELS
+
+    est = pd.DataFrame(
+        [{"outcome": "employed", "n": 400, "events": 200, "odds_ratio": None,
+          "reason": "the model did not converge"}]
+    )  # fmt: skip
+    note = intermediate_table(est, pilot_cfg).note
+    assert f"{INTERMEDIATE_LABELS['employed']}: not estimable (" in note
