@@ -741,3 +741,17 @@ def test_breslow_ties_match_r_coxph(rdata):
     assert a.coef == pytest.approx(b.coef, abs=1e-10)
     with pytest.raises(ValueError, match="ties"):
         fit_cox(d[["g", "x"]], d.t, d.e, ties="exact")
+
+
+def test_time_interaction_treatment_named_or_by_index_is_the_same_test():
+    # The treatment column named in a DataFrame (here not the first column) gives the test
+    # of that column, the same as its index (checked against lifelines above).
+    X, time, ev, cl = _untied_clustered(seed=8)
+    z = (cl < 5).astype(float)
+    frame = pd.DataFrame({"x0": X[:, 0], "z": z, "x1": X[:, 1], "x2": X[:, 2]})
+    by_name = time_interaction_test(frame, time, ev, treatment="z")
+    by_index = time_interaction_test(frame.to_numpy(), time, ev, treatment=1)
+    assert by_name.estimate == pytest.approx(by_index.estimate, rel=1e-12)
+    assert by_name.hr_late == pytest.approx(by_index.hr_late, rel=1e-12)
+    first = time_interaction_test(frame.to_numpy(), time, ev, treatment=0)
+    assert by_name.estimate != pytest.approx(first.estimate, rel=1e-3)

@@ -655,3 +655,20 @@ def test_power_design_effect_is_the_robust_to_model_variance_ratio(pilot_cfg):
         # HR detectable with 10 effective events: exp(-z / sqrt(p (1 - p) 10))
         assert row.min_detectable_hr_design_effect == pytest.approx(math.exp(-z / math.sqrt(2.5)))
         assert row.min_detectable_hr == pytest.approx(math.exp(-z / math.sqrt(10)))
+
+
+def test_holm_is_over_the_secondary_outcomes_and_the_primary_keeps_its_p(analysis, quick_cfg):
+    # Analysis plan: the primary outcome is tested on its own (its p_holm is its p); the
+    # three secondary outcomes' p are Holm-adjusted together, per inference. Reference:
+    # statsmodels' multipletests(method="holm") on the secondary p-values.
+    from statsmodels.stats.multitest import multipletests
+
+    inf = analysis.inference
+    primary = quick_cfg.analysis.primary_outcome
+    for name in sm.COX_INFERENCES:
+        rows = inf[(inf.inference == name) & inf.p_value.notna()].set_index("outcome")
+        assert primary in rows.index and len(rows) == len(OUTCOMES)
+        assert rows.loc[primary, "p_holm"] == rows.loc[primary, "p_value"]
+        sec = rows.drop(index=primary)
+        expected = multipletests(sec["p_value"], method="holm")[1]
+        assert sec["p_holm"].to_numpy() == pytest.approx(expected, rel=1e-12)
