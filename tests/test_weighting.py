@@ -217,3 +217,16 @@ def test_complete_imbalance_is_published_and_its_balance_check_fails_or_is_not_e
     else:
         assert row["SMD after weighting"] == "–"  # not weighted: no weighted SMD
         assert check.passed and "not estimable" in check.description
+
+
+def test_a_propensity_model_that_cannot_be_fitted_falls_back_to_the_pilot_share():
+    # Two covariates that are multiples of each other make the design singular: the model
+    # is not fitted (said so, not converged) and every person gets the share of pilots,
+    # 6 / 10, so by hand the ATT weights are 1 (pilot) and 0.6 / 0.4 = 1.5 (comparison).
+    x = np.array([0.3, -1.2, 0.8, 2.0, -0.5, 1.1, -0.7, 0.4, 1.6, -2.1])
+    df = pd.DataFrame({"z": [1] * 6 + [0] * 4, "x": x, "twice_x": 2 * x})
+    w, ps, diag = propensity_weights(df, "z", ["x", "twice_x"], "iptw_att")
+    assert ps == pytest.approx(np.full(10, 0.6))
+    assert w == pytest.approx([1.0] * 6 + [1.5] * 4)
+    assert not diag["converged"]
+    assert any(m.startswith("propensity model failed") for m in diag["warnings"])
