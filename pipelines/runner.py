@@ -284,6 +284,12 @@ def _run_pipeline(
         echo(f"validated {len(todo)} deliveries in {time.perf_counter() - t0:.1f}s")
     else:
         echo(f"all {len(refs)} deliveries already validated (same content)")
+    # What the validation leaves alive (the suites' outcomes, the instance, the ingest run's
+    # records) lives as long as the process too: frozen like the imports, so that the
+    # evaluation's full collections no longer scan it (national: 0.38 s of CPU in those
+    # collections before, 0.03 s after, for this one collection of 0.04 s).
+    gc.collect()
+    gc.freeze()
     _evaluate(study, instance, echo)
     return _summary(out_path, cfg, started)
 
