@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,9 +89,10 @@ def per_asset_seconds(dagster_home: Path) -> dict[str, float]:
 
 def bare(config: str, drop: str, out: str, validate: bool = False) -> dict:
     """The core, called directly: read, cohort, models, results.json, the warehouse and every
-    report. No Dagster and no great-expectations. Without `validate`, no validation at all
-    (every delivery counts as having passed); with it, every contract rule is checked by the
-    core's own executor of the same suites (polars, held to GX's results by the tests)."""
+    report, published as one edition with its PDFs, as the pipeline publishes them. No
+    Dagster and no great-expectations. Without `validate`, no validation at all (every
+    delivery counts as having passed); with it, every contract rule is checked by the core's
+    own executor of the same suites (polars, held to GX's results by the tests)."""
     import datetime as dt
 
     import polars as pl
@@ -102,10 +104,12 @@ def bare(config: str, drop: str, out: str, validate: bool = False) -> dict:
     from evaluation.deliveries import data_quality_table, resolve_in_use
     from evaluation.extracts import discover_deliveries, read_delivery
     from evaluation.publish import (
+        check_files,
+        data_quality_pages,
+        evaluation_report_pages,
+        force_pages,
         make_inputs,
-        publish_data_quality_report,
-        publish_evaluation_report,
-        publish_force_reports,
+        publish_edition,
     )
     from evaluation.results import build_results, write_json_atomic
     from evaluation.validation import ValidationReport, validate_deliveries
@@ -182,7 +186,7 @@ def bare(config: str, drop: str, out: str, validate: bool = False) -> dict:
     gee_table, gee_rows = timed("gee", intermediate.gee_intermediate, weighted, tables, cfg)
     arms_tables, arms_rows = timed("arms", arms.arms_prediction, cohort, cfg)
     rows = [*survival.estimates, *did_rows, *gee_rows, *arms_rows]
-    restricted, published = Path(out) / "restricted", Path(out) / "published"
+    restricted = Path(out) / "restricted"
     looks = interim.read_looks(restricted)
     rows += interim.interim_estimates(
         rows, cfg, looks, sm.headline_inference(cfg), survival.inference
@@ -216,9 +220,16 @@ def bare(config: str, drop: str, out: str, validate: bool = False) -> dict:
             fidelity=fidelity_tables,
             arms=arms_tables,
         )
-        publish_evaluation_report(full, cfg, published)
-        publish_force_reports(make_inputs(**common, inference=survival.inference), cfg, published)
-        publish_data_quality_report(make_inputs(results=doc, dq=dq, findings=[]), cfg, published)
+        files = {
+            **evaluation_report_pages(full, cfg),
+            **force_pages(make_inputs(**common, inference=survival.inference), cfg),
+            **data_quality_pages(make_inputs(results=doc, dq=dq, findings=[]), cfg),
+        }
+        # As the pipeline publishes them: checked, then one edition with a PDF of each page
+        # (publish.pdf), which the pipeline's `publication` step prints too.
+        check_files(files, cfg)
+        name = f"{cfg.study.data_cutoff.isoformat()}-{uuid.uuid4().hex[:8]}"  # as a run id
+        publish_edition(Path(out), files, name, cfg, warn=lambda line: print(line, file=sys.stderr))
 
     timed("reports", reports_)
     interim.record_look(restricted, doc, cfg)
