@@ -50,7 +50,7 @@ class OpsStudy:
     def copy_out(self, target: Path) -> Path:
         """A copy of the finished output folder, to run again or break without affecting
         the other tests."""
-        shutil.copytree(self.out, target, ignore=shutil.ignore_patterns(".run.lock"))
+        shutil.copytree(self.out, target, symlinks=True, ignore=shutil.ignore_patterns(".run.lock"))
         return target
 
 

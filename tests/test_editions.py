@@ -91,6 +91,23 @@ def test_a_failed_edition_leaves_current_and_the_index_as_they_were(tmp_path, pi
     assert not list(published.glob(".new-*"))
 
 
+def test_an_out_folder_copied_without_its_links_publishes_the_next_edition(tmp_path, pilot_cfg):
+    """OUT copied with `cp -r` (links followed): `current` is a folder holding a copy of the
+    edition. The next edition still publishes: current becomes the link to it, the copy is
+    gone, every edition is kept (it failed with IsADirectoryError, for every run after)."""
+    first_out = tmp_path / "first"
+    publish_edition(first_out, {"a.html": "<p>1</p>", RECORD: record("First.")}, "e-1")
+    out = shutil.copytree(first_out, tmp_path / "out")  # symlinks=False: links followed
+    published = out / "published"
+    assert (published / "current").is_dir() and not (published / "current").is_symlink()
+    second = publish_edition(out, {"a.html": "<p>2</p>", RECORD: record("Second.")}, "e-2")
+    assert (published / "current").is_symlink()
+    assert (published / "current").resolve() == second
+    assert index_names(published) == ["e-2", "e-1"]
+    assert (published / "editions" / "e-1" / "a.html").read_text() == "<p>1</p>"
+    assert not list(published.glob(".new-*"))
+
+
 def test_the_index_passes_the_language_check_or_nothing_is_published(tmp_path, pilot_cfg):
     out = tmp_path / "out"
     cfg = pilot_cfg.model_copy(

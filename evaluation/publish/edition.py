@@ -211,10 +211,20 @@ def _write_file(path: Path, text: str) -> None:
 
 def _replace(target: Path, make: Callable[[Path], None]) -> None:
     """Make the new `target` beside it (`make(path)`) and rename it over the old one: a
-    reader sees the old or the new, never neither."""
+    reader sees the old or the new, never neither. A `current` that is a folder, not a link
+    (OUT copied without keeping links: `cp -r`, a plain copytree), cannot be renamed over:
+    it is a copy of an edition that editions/ keeps, so it is moved aside and removed once
+    the link is in place (for that moment, `current` is absent)."""
     new = target.with_name(f"{NEW}{target.name}")
     new.unlink(missing_ok=True)
     make(new)
+    if target.is_dir() and not target.is_symlink():
+        aside = target.with_name(f"{NEW}old-{target.name}")
+        shutil.rmtree(aside, ignore_errors=True)
+        os.rename(target, aside)
+        os.replace(new, target)
+        shutil.rmtree(aside)
+        return
     os.replace(new, target)
 
 
