@@ -390,3 +390,20 @@ def test_event_study_table_has_what_the_report_and_its_chart_read(synthetic_did)
     assert es[["null_low", "null_high"]].notna().all().all()
     assert (es["null_low"] <= es["null_high"]).all()
     assert ((es["p_permutation"] > 0) & (es["p_permutation"] <= 1)).all()
+
+
+def test_intervals_are_the_estimate_plus_minus_z_se_everywhere(cs):
+    # The R did package's pointwise intervals (mpdta): att -/+ z_0.975 se, in the group-time
+    # table, each aggregation and each aggregation's table of levels.
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.975)
+    tables = [cs.att_gt]
+    for kind in AGGREGATES:
+        agg = cs.aggregate(kind)
+        assert agg["ci_low"] == pytest.approx(agg["att"] - z * agg["se"], rel=1e-12)
+        assert agg["ci_high"] == pytest.approx(agg["att"] + z * agg["se"], rel=1e-12)
+        tables.append(agg["table"])
+    for t in tables:
+        assert t["ci_low"].to_numpy() == pytest.approx((t["att"] - z * t["se"]).to_numpy())
+        assert t["ci_high"].to_numpy() == pytest.approx((t["att"] + z * t["se"]).to_numpy())
