@@ -651,3 +651,18 @@ def test_intermediate_note_names_the_outcome_that_is_not_estimable(pilot_cfg):
     )  # fmt: skip
     note = intermediate_table(est, pilot_cfg).note
     assert f"{INTERMEDIATE_LABELS['employed']}: not estimable (" in note
+
+
+def test_event_study_chart_table_withholds_only_the_withheld_coefficients():
+    from evaluation.publish.did import _es_chart
+
+    es = pd.DataFrame(
+        {"outcome": "breach", "event_time": [-1, 0, 1, 2], "att": [0.5, None, -1.25, None],
+         "ci_low_boot": [0.0, None, -2.0, None], "ci_high_boot": [1.0, None, -0.5, None],
+         "p_permutation": [0.4, None, 0.02, None], "null_low": -1.0, "null_high": 1.0,
+         "withheld": [False, True, False, True]}
+    )  # fmt: skip
+    table = _es_chart(es, "breach").table.frame
+    assert list(table["Coefficient"]) == ["0.50", "withheld", "-1.25", "withheld"]
+    assert list(table["95% CI (wild cluster bootstrap)"] == "withheld") == [False, True] * 2
+    assert list(table["p (permutation)"] == "withheld") == [False, True] * 2
