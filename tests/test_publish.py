@@ -666,3 +666,17 @@ def test_event_study_chart_table_withholds_only_the_withheld_coefficients():
     assert list(table["Coefficient"]) == ["0.50", "withheld", "-1.25", "withheld"]
     assert list(table["95% CI (wild cluster bootstrap)"] == "withheld") == [False, True] * 2
     assert list(table["p (permutation)"] == "withheld") == [False, True] * 2
+
+
+def test_delivery_table_says_stale_only_for_the_stale_delivery(pilot_cfg):
+    from evaluation.publish.data_quality import delivery_rows
+
+    dq = pd.DataFrame(
+        [{"force": f, "delivery": "2026-09-30", "revision": 1, "status": "in_use",
+          "rules_checked": 40, "rules_passed": 40, "rules_failed": 0, "rules_warned": 0,
+          "rows_total": 1234, "stale": stale, "reason": ""}
+         for f, stale in (("ASH", False), ("FNL", True))]
+    )  # fmt: skip
+    frame = delivery_rows(dq, pilot_cfg).frame
+    assert list(frame["Stale"]) == ["no", "yes"]
+    assert list(frame["Rows delivered"]) == ["1,235", "1,235"]
