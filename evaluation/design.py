@@ -49,6 +49,7 @@ import json
 import math
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -559,13 +560,16 @@ def _compute(client, spec, todo, store, on_stored, echo) -> None:
     from distributed import as_completed
 
     remote_spec = client.scatter(spec, broadcast=True, hash=False)
+    # A key of its own per submission: the keys of a plan stopped a moment ago may still be
+    # being cancelled on the scheduler, and a future under a reused key is cancelled with them.
+    batch = uuid.uuid4().hex[:8]
     futures = [
         client.submit(
             replicate,
             remote_spec,
             cell,
             rep,
-            key=f"dpf-rep-{spec.fingerprint}-{cell.key}-{rep}",
+            key=f"dpf-rep-{spec.fingerprint}-{cell.key}-{rep}-{batch}",
             retries=TASK_RETRIES,
             pure=False,
         )

@@ -127,9 +127,10 @@ def test_no_chromium_is_one_line_and_the_html_is_published(tmp_path, pilot_cfg, 
 
     monkeypatch.setattr(pdf, "CHROMIUM", tmp_path / "no-chromium")
     said: list[str] = []
-    edition = publish_edition(
-        tmp_path / "out", {"a.html": "<p>1</p>"}, "e-1", pilot_cfg, said.append
+    cfg = pilot_cfg.model_copy(
+        update={"publish": pilot_cfg.publish.model_copy(update={"pdf": True})}
     )
+    edition = publish_edition(tmp_path / "out", {"a.html": "<p>1</p>"}, "e-1", cfg, said.append)
     assert len(said) == 1 and "Chromium is not installed" in said[0] and "\n" not in said[0]
     assert [p.name for p in edition.iterdir()] == ["a.html"]
 
