@@ -135,7 +135,10 @@ def share_on_rounded_scale(
     if share is None or pd.isna(share) or not total:
         return None
     step = {"nearest": lambda x: math.floor(x + 0.5), "down": math.floor, "up": math.ceil}[how]
-    k = rules.round_to * step(float(share) * float(n) / rules.round_to - 1e-9 * (how == "up"))
+    # 1e-9 toward the inside: a share that is an exact multiple in decimals but not in binary
+    # (0.575 * 200 / 5 = 22.999999999999996) stays on its multiple, not a step further out.
+    nudge = 1e-9 * ((how == "down") - (how == "up"))
+    k = rules.round_to * step(float(share) * float(n) / rules.round_to + nudge)
     if 0 < k < rules.min_cell:
         if how == "nearest":
             return None

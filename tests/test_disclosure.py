@@ -93,6 +93,16 @@ def test_an_upper_limit_of_an_exact_multiple_of_round_to_stays_on_it():
     assert share_on_rounded_scale(0.56, 100, RULES, "up") == 0.60  # 56 people: up to 60
 
 
+def test_a_lower_limit_of_an_exact_multiple_of_round_to_stays_on_it():
+    from evaluation.disclosure import share_on_rounded_scale
+
+    # 0.575 of 200 people is 115, a multiple of 5: rounding down keeps 115/200. In floating
+    # point 0.575 * 200 / 5 = 22.999999999999996, which a bare floor takes to 22 (110/200).
+    assert 0.575 * 200 / 5 < 23
+    assert share_on_rounded_scale(0.575, 200, RULES, "down") == 0.575
+    assert share_on_rounded_scale(0.574, 200, RULES, "down") == 0.55  # 114.8: down to 110
+
+
 def test_with_round_to_one_a_single_implied_person_is_still_withheld():
     from evaluation.disclosure import share_on_rounded_scale
 
