@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pandas as pd
 import polars as pl
 import pytest
 import yaml
@@ -578,3 +579,43 @@ def test_summary_gives_the_shares_at_the_horizon_only_where_both_are_published(p
         "an estimated 6.1% of people in pilot forces and 8.0% of comparable people in "
         "comparison forces" in found(0.064)
     )
+
+
+def test_force_pages_show_their_own_force_beside_both_arms(golden):
+    """Each pilot force's page: the fidelity table by force holds that force alone (before
+    and after go-live), the table by arm both arms, and the observed events before and after
+    go-live (ascertained months) are, by hand from the restricted force-month panel, that
+    force's, all pilot forces' and all comparison forces', for every outcome."""
+    panel = pd.read_parquet(golden.out / "restricted" / "store" / "force_month_panel.parquet")
+    seen = panel[panel.ascertained]
+    for force in (f for f in golden.cfg["forces"] if f["arm"] == "pilot"):
+        code, name = force["code"], force["name"]
+
+        def rows(table: str, code: str = code) -> list[dict[str, str]]:
+            text = (golden.published / f"force-{code}-{table}.csv").read_text(encoding="utf-8")
+            return list(csv.DictReader(io.StringIO(text)))
+
+        by_force = [(r["Force"], r["Go-live"]) for r in rows("fidelity-by-force")]
+        assert by_force == [(name, "before"), (name, "after")], code
+        by_arm = [(r["Arm"], r["Go-live"]) for r in rows("fidelity-by-arm")]
+        assert by_arm == [(a, p) for a in ARMS.values() for p in ("before", "after")], code
+        groups = {
+            name: seen[seen.force == code],
+            "All pilot forces": seen[seen.arm == "pilot"],
+            "All comparison forces": seen[seen.arm == "comparison"],
+        }
+        expected = [
+            (
+                label,
+                group,
+                golden.count(int(g.loc[g.event_time < 0, f"{o}_events"].sum())),
+                golden.count(int(g.loc[g.event_time >= 0, f"{o}_events"].sum())),
+            )
+            for o, label in OUTCOMES.items()
+            for group, g in groups.items()
+        ]
+        shown = [
+            (r["Outcome"], r["Forces"], r["Events before go-live"], r["Events after go-live"])
+            for r in rows("observed-rates")
+        ]
+        assert shown == expected, code
