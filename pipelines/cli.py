@@ -318,7 +318,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
             f"{r['heterogeneity_sd']:g}: {r['power']:.3f} (MC SE {r['mc_se']:.3f}, "
             f"{r['reps']} reps)"
         )
-    print(f"Plan: {path.resolve()} (restricted)")
+    page = Path(args.out) / "published" / "pilot-design.html"
+    if page.is_file():
+        print(f"Page:  {page.resolve()}")
+    print(f"Plan:  {path.resolve()} (restricted)")
     return 0
 
 

@@ -315,6 +315,7 @@ def test_dpf_eval_plan_runs_the_design_job(tmp_path, capsys):
     # the plan's progress, from the run's log as it is stored
     assert "  1 cells x 2 replications: 0 stored, 2 to compute" in printed
     assert "  2/2 replications" in printed
+    assert f"Page:  {(out / 'published' / 'pilot-design.html').resolve()}\n" in printed
     doc = json.loads(target.read_text())
     assert [r["reps"] for r in doc["rows"]] == [2] and doc["inputs"]["source"] == "config"
     runs = dg.DagsterInstance.get().get_runs()
