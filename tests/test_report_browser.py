@@ -18,16 +18,9 @@ from evaluation.disclosure import safe_count
 from evaluation.publish import load_inputs, publish_all
 from evaluation.publish.common import fmt_ci, fmt_p, fmt_ratio
 from evaluation.publish.estimates import Results, min_detectable
+from evaluation.publish.pdf import ARGS, CHROMIUM  # the browser the runs print PDFs with
 from evaluation.publish.summary import headline
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
