@@ -15,7 +15,8 @@ from pathlib import Path
 import dagster as dg
 
 from evaluation import design
-from evaluation.publish.design import plan_record, publish_design_page, store_plan
+from evaluation.publish.design import plan_file, plan_record, publish_design_page, store_plan
+from evaluation.results import write_json_atomic
 from pipelines.resources import StudyResource
 
 ASSET = "pilot_design"
@@ -28,11 +29,6 @@ class PlanConfig(dg.Config):
     reps: int = 0  # replications per cell; 0: design.reps of the study config
     scheduler: str = ""  # Dask scheduler address; "": $DPF_DASK_SCHEDULER, else a LocalCluster
     json_path: str = ""  # the plan's JSON; "": OUT/restricted/plan/pilot-design.json
-
-
-def plan_root(out: str | Path) -> Path:
-    """Where a study's plans keep their replications and JSON (restricted)."""
-    return Path(out) / "restricted" / "plan"
 
 
 @dg.asset(
@@ -60,25 +56,22 @@ def pilot_design(
     )
     plan = design.run_plan(
         cfg,
-        plan_root(study.out),
+        plan_file(Path(study.out)).parent,  # the replications beside the plan (restricted)
         reps=config.reps or None,
         inputs=inputs,
         scheduler=config.scheduler or None,
         echo=context.log.info,
     )
-    path = Path(config.json_path) if config.json_path else plan_root(study.out) / (
-        "pilot-design.json"
-    )  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staged = path.with_name(f".{path.name}.partial")
-    staged.write_text(json.dumps(plan.as_json(), indent=2) + "\n")
-    os.replace(staged, path)
-    # The stakeholder page: published/pilot-design.html now, and in every edition the
-    # evaluation publishes from now on (it reads the record from restricted/plan).
+    # The plan's record (its JSON with when, which code and the run it was calibrated to),
+    # written once, where the pages read it: published/pilot-design.html now, and every
+    # edition the evaluation publishes from now on. --json gets the planner's JSON as well.
     results = study.restricted / "results.json"
     run = json.loads(results.read_text())["run"] if results.is_file() else None
     record = plan_record(plan.as_json(), run)
-    store_plan(record, study.out)
+    path = store_plan(record, study.out)
+    if config.json_path:
+        path = Path(config.json_path)
+        write_json_atomic(plan.as_json(), path)
     page = publish_design_page(record, cfg, study.published)[0]
     return dg.MaterializeResult(
         metadata={
@@ -136,4 +129,4 @@ def run_design_job(
                 raise RunError(_first_error(result))
     finally:
         RUN_STARTED.remove(progress)
-    return Path(plan["json_path"]) if json_path else plan_root(out) / "pilot-design.json"
+    return Path(plan["json_path"]) if json_path else plan_file(Path(out))
